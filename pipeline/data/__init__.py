@@ -1,0 +1,1 @@
+"""Dataset acquisition: fetching, verifying and safely extracting the ACDC archive."""

@@ -1,0 +1,165 @@
+"""Preprocess one patient: normalise, resize in-plane, gather the frames its clips need, record metadata."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.config import check_pair
+from pipeline.data.acdc import PHASES, STRUCTURES, PatientRecord, patient_files, read_patient
+from pipeline.preprocessing.clips import clip_frames
+from pipeline.preprocessing.intensity import normalise
+from pipeline.preprocessing.resize import resize_images, resize_labels
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """The ``preprocess`` section of params.yaml.
+
+    size: in-plane output size in pixels (the paper uses 256).
+    radius: the temporal radius r of the clip table written as ``clips.npy`` (clips have 2r+1 frames).
+    max_radius: frames kept around every labelled frame, so training can use any r <= max_radius
+        without re-running preprocess (Optuna tunes r).
+    percentiles: intensity clipping percentiles before z-scoring.
+    workers: processes used to read and resize patients.
+    """
+
+    size: int = 64
+    radius: int = 1
+    max_radius: int = 3
+    percentiles: tuple[float, float] = (0.5, 99.5)
+    workers: int = 2
+
+    def __post_init__(self) -> None:
+        if self.size < 8 or self.size % 8:
+            raise ValueError(f"size must be a multiple of 8 and >= 8 (U-Net pooling), got {self.size}")
+        if not 0 <= self.radius <= self.max_radius:
+            raise ValueError(f"radius must be in 0..max_radius={self.max_radius}, got {self.radius}")
+        check_pair("percentiles", self.percentiles, low=0.0)
+        if self.percentiles[1] > 100:
+            raise ValueError(f"percentiles must be within 0..100, got {list(self.percentiles)}")
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
+
+
+@dataclass
+class PreprocessedPatient:
+    """What one patient contributes to the store.
+
+    frames: (F, S, S) float16, the normalised resized frames its clips need (each stored once).
+    frame_keys: (F, 2) int, the (slice, frame) of each stored frame.
+    samples: one dict per labelled (phase, slice) sample with its target frame.
+    labels: (N, S, S) uint8, the labels of each sample in ``samples`` order.
+    clip_rows: (N, 2R+1) int, indices into ``frames`` of each sample's clip (before offsetting).
+    meta: patient metadata (shape, spacing, ED/ES, normalisation statistics) for mapping back.
+    manifest: one row per (patient, phase) for data validation.
+    """
+
+    frames: np.ndarray
+    frame_keys: np.ndarray
+    samples: list[dict[str, Any]]
+    labels: np.ndarray
+    clip_rows: np.ndarray
+    meta: dict[str, Any]
+    manifest: list[dict[str, Any]]
+
+
+def manifest_rows(record: PatientRecord, folder: Path) -> list[dict[str, Any]]:
+    """One validation row per (patient, phase): the facts the Great Expectations suite checks."""
+    t, z, y, x = record.cine.shape
+    voxel_ml = float(np.prod(record.spacing)) / 1000.0
+    files = patient_files(folder, record.patient_id, record.info)
+    rows = []
+    for phase in PHASES:
+        lab = record.labels[phase]
+        frame = record.cine[record.frame_index(phase)]
+        values = np.unique(lab)
+        row: dict[str, Any] = {
+            "patient": record.patient_id,
+            "group": record.info.group,
+            "phase": phase,
+            "frame": record.info.frame(phase),
+            "nb_frames": record.info.nb_frames,
+            "cine_frames": t,
+            "slices": z,
+            "rows": y,
+            "cols": x,
+            "label_slices": lab.shape[0],
+            "label_rows": lab.shape[1],
+            "label_cols": lab.shape[2],
+            "spacing_z_mm": record.spacing[0],
+            "spacing_y_mm": record.spacing[1],
+            "spacing_x_mm": record.spacing[2],
+            "label_min": int(values.min()),
+            "label_max": int(values.max()),
+            "intensity_min": float(frame.min()),
+            "intensity_max": float(frame.max()),
+            "intensity_finite": bool(np.isfinite(frame).all()),
+            "height_cm": record.info.height_cm,
+            "weight_kg": record.info.weight_kg,
+            "label_file": str(files[f"{phase}_gt"]),
+        }
+        for name, value in STRUCTURES.items():
+            row[f"{name.lower()}_ml"] = float((lab == value).sum()) * voxel_ml
+        rows.append(row)
+    return rows
+
+
+def preprocess_patient(folder: Path, cfg: PreprocessConfig) -> PreprocessedPatient:
+    """Read, check and preprocess one ACDC patient folder (see :class:`PreprocessedPatient`)."""
+    record = read_patient(folder, with_cine_labels=False)
+    t, z, y, x = record.cine.shape
+    norm, stats = normalise(record.cine, cfg.percentiles)
+
+    # Frames needed by any clip of radius <= max_radius around ED and ES, each stored once.
+    needed = sorted(
+        {int(f) for phase in PHASES for f in clip_frames(record.frame_index(phase), t, cfg.max_radius)}
+    )
+    keys = np.array([(s, f) for s in range(z) for f in needed], dtype=np.int64)
+    row_of = {(int(s), int(f)): i for i, (s, f) in enumerate(keys)}
+    frames = resize_images(norm[keys[:, 1], keys[:, 0]], cfg.size).astype(np.float16)
+
+    samples: list[dict[str, Any]] = []
+    label_slices, clip_rows = [], []
+    for phase in PHASES:
+        t0 = record.frame_index(phase)
+        window = clip_frames(t0, t, cfg.max_radius)
+        for s in range(z):
+            samples.append(
+                {
+                    "patient": record.patient_id,
+                    "group": record.info.group,
+                    "phase": phase,
+                    "slice": s,
+                    "frame": t0,
+                }
+            )
+            label_slices.append(record.labels[phase][s])
+            clip_rows.append([row_of[(s, int(f))] for f in window])
+    labels = resize_labels(np.stack(label_slices), cfg.size)
+
+    meta = {
+        "patient": record.patient_id,
+        "group": record.info.group,
+        "shape_tzyx": [t, z, y, x],
+        "spacing_zyx_mm": list(record.spacing),
+        "affine": record.affine.tolist(),
+        "ed": record.info.ed,
+        "es": record.info.es,
+        "height_cm": record.info.height_cm,
+        "weight_kg": record.info.weight_kg,
+        "normalisation": stats,
+        "source": str(folder),
+    }
+    return PreprocessedPatient(
+        frames=frames,
+        frame_keys=keys,
+        samples=samples,
+        labels=labels,
+        clip_rows=np.asarray(clip_rows, dtype=np.int64),
+        meta=meta,
+        manifest=manifest_rows(record, folder),
+    )

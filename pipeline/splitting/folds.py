@@ -1,0 +1,101 @@
+"""Cross-validation folds by patient, stratified by ACDC group, seeded and reproducible byte for byte."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.errors import ConfigError, DataError
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """The ``split`` section of params.yaml.
+
+    n_folds: number of cross-validation folds (the paper uses 5).
+    seed: shuffling seed; the same seed and patients give the same file.
+    test_fraction: share of each group held out as a fixed test set (0 = none).
+    test_patients: explicit test patients (overrides test_fraction when not empty).
+    """
+
+    n_folds: int = 5
+    seed: int = 0
+    test_fraction: float = 0.0
+    test_patients: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.n_folds < 2:
+            raise ValueError(f"n_folds must be >= 2, got {self.n_folds}")
+        if not 0.0 <= self.test_fraction < 1.0:
+            raise ValueError(f"test_fraction must be in [0, 1), got {self.test_fraction}")
+
+
+def make_split(groups: dict[str, str], cfg: SplitConfig) -> dict[str, Any]:
+    """Assign patients to an optional test set and ``n_folds`` validation folds.
+
+    Args:
+        groups: patient id -> ACDC group (the stratum).
+
+    Returns:
+        ``{"seed", "n_folds", "test": [...], "folds": [{"fold", "train": [...], "val": [...]}]}``, with
+        every list sorted. Each group is shuffled with the seed and dealt round-robin over the folds,
+        continuing where the previous group stopped, so fold sizes differ by at most one.
+    """
+    unknown = sorted(set(cfg.test_patients) - set(groups))
+    if unknown:
+        raise ConfigError(f"split.test_patients: not in the dataset: {unknown[:5]}")
+    rng = np.random.default_rng(cfg.seed)
+    by_group: dict[str, list[str]] = defaultdict(list)
+    for pid in sorted(groups):
+        by_group[groups[pid]].append(pid)
+
+    test: list[str] = list(cfg.test_patients)
+    pool: dict[str, list[str]] = {}
+    for group in sorted(by_group):
+        members = [by_group[group][i] for i in rng.permutation(len(by_group[group]))]
+        if not cfg.test_patients and cfg.test_fraction > 0:
+            n_test = round(cfg.test_fraction * len(members))
+            test += members[:n_test]
+            members = members[n_test:]
+        pool[group] = [m for m in members if m not in cfg.test_patients]
+
+    n_left = sum(len(v) for v in pool.values())
+    if n_left < cfg.n_folds:
+        raise ConfigError(
+            f"split.n_folds = {cfg.n_folds} but only {n_left} patients remain for cross-validation"
+        )
+    val: list[list[str]] = [[] for _ in range(cfg.n_folds)]
+    cursor = 0
+    for group in sorted(pool):
+        for pid in pool[group]:
+            val[cursor % cfg.n_folds].append(pid)
+            cursor += 1
+    every = sorted(p for members in pool.values() for p in members)
+    folds = [{"fold": k, "train": sorted(set(every) - set(v)), "val": sorted(v)} for k, v in enumerate(val)]
+    return {"seed": cfg.seed, "n_folds": cfg.n_folds, "test": sorted(test), "folds": folds}
+
+
+def write_split(split: dict[str, Any], path: Path) -> None:
+    """Write the split as canonical JSON (sorted keys, fixed indentation) so equal splits are equal bytes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(split, indent=1, sort_keys=True) + "\n")
+    tmp.replace(path)
+
+
+def read_split(path: Path) -> dict[str, Any]:
+    """Read a split written by :func:`write_split`."""
+    try:
+        split = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise DataError(path, "split file is missing; run the split stage") from None
+    except json.JSONDecodeError as exc:
+        raise DataError(path, f"not valid JSON ({exc})") from None
+    if not isinstance(split, dict) or "folds" not in split:
+        raise DataError(path, "not a split file (no 'folds' key)")
+    return split
