@@ -28,19 +28,21 @@ repro: $(STAMP)
 	@[ -d .dvc ] || $(BIN)/dvc init --quiet
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 
-## The test suite (offline, CPU).
+## The test suite (offline, CPU), after the linter.
 test: $(STAMP)
+	$(BIN)/ruff check pipeline stages tests benchmarks
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check pipeline stages tests
-	$(BIN)/ruff format --check pipeline stages tests
+	$(BIN)/ruff check pipeline stages tests benchmarks
+	$(BIN)/ruff format --check pipeline stages tests benchmarks
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
 bench: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m benchmarks.data_bench
+	$(BIN)/python -m benchmarks.model_bench
 
 clean:
 	rm -rf $(VENV)

@@ -20,6 +20,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -132,9 +133,9 @@ def parse_info_cfg(path: Path) -> PatientInfo:
     ed, es, nb = as_int("ED"), as_int("ES"), as_int("NbFrame")
     if nb < 1:
         raise DataError(path, f"NbFrame must be >= 1, got {nb}")
-    for key, value in (("ED", ed), ("ES", es)):
-        if not 1 <= value <= nb:
-            raise DataError(path, f"{key} = {value} is outside 1..NbFrame = {nb} (frames are 1-based)")
+    for key, frame in (("ED", ed), ("ES", es)):
+        if not 1 <= frame <= nb:
+            raise DataError(path, f"{key} = {frame} is outside 1..NbFrame = {nb} (frames are 1-based)")
     group = values.get("Group", UNKNOWN_GROUP) or UNKNOWN_GROUP
     return PatientInfo(ed, es, nb, group, as_float("Height"), as_float("Weight"))
 
@@ -160,7 +161,7 @@ def load_nifti(path: Path, ndim: int | tuple[int, ...]) -> tuple[np.ndarray, np.
     if not path.is_file():
         raise DataError(path, "file is missing")
     try:
-        img = nib.load(str(path))
+        img: Any = nib.load(str(path))
         data = np.asanyarray(img.dataobj)
     except (EOFError, zlib.error, OSError, ValueError, nib.filebasedimages.ImageFileError) as exc:
         reason = "truncated or corrupt gzip stream" if isinstance(exc, EOFError | zlib.error) else str(exc)

@@ -138,7 +138,6 @@ def _describe(result: Any, frame: pd.DataFrame) -> dict[str, Any]:
 def validate_manifest(frame: pd.DataFrame, cfg: ValidateConfig) -> ValidationReport:
     """Run the suite on a manifest table with an ephemeral GX context (no files written by GX)."""
     import great_expectations as gx
-
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     logging.getLogger("great_expectations").setLevel(logging.WARNING)  # GX resets it on import

@@ -1,0 +1,161 @@
+"""End to end: the real stages under real `dvc repro`, in a throw-away copy of the project."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import threading
+from collections.abc import Iterator
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.data.acdc import write_patient
+from tests.conftest import REPO, make_record
+
+pytestmark = pytest.mark.slow
+BIN = str(Path(sys.executable).parent)
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "DO_NOT_TRACK": "1", "DVC_NO_ANALYTICS": "1"}
+
+
+def _run(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(args, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=600)
+    if check and proc.returncode:
+        raise AssertionError(f"{args} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def _set_params(project: Path, **sections: dict) -> None:
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    for name, values in sections.items():
+        params[name].update(values)
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A git+DVC copy of the project's pipeline with a tiny synthetic default."""
+    dst = tmp_path / "proj"
+    dst.mkdir()
+    for name in ("pipeline", "stages"):
+        shutil.copytree(REPO / name, dst / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy2(REPO / name, dst / name)
+    _run(dst, "git", "init", "-q")
+    _run(dst, "dvc", "init", "-q")
+    _run(dst, "dvc", "config", "core.analytics", "false")
+    synthetic = {"n_patients": 5, "matrix": [48, 48], "n_frames": [8, 10], "n_slices": [4, 5]}
+    _set_params(dst, download={"synthetic": synthetic}, preprocess={"size": 32})
+    return dst
+
+
+def _ran(out: str) -> list[str]:
+    return [line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")]
+
+
+def test_repro_synthetic_then_only_changed_stage_reruns(project: Path) -> None:
+    first = _run(project, "dvc", "repro")
+    assert _ran(first.stdout) == ["download", "preprocess", "validate", "split"]
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    assert set(lock["stages"]) == {"download", "preprocess", "validate", "split"}
+    assert lock["stages"]["preprocess"]["params"]["params.yaml"]["preprocess.size"] == 32
+    assert len(list((project / "data/raw").glob("patient*/patient*_4d_gt.nii.gz"))) == 5
+    report = json.loads((project / "data/validation/report.json").read_text())
+    assert report["success"] and report["n_rows"] == 10
+    split = json.loads((project / "data/split/folds.json").read_text())
+    assert sorted(p for f in split["folds"] for p in f["val"]) == [f"patient{i:03d}" for i in range(1, 6)]
+    folds_before = (project / "data/split/folds.json").read_bytes()
+
+    assert _ran(_run(project, "dvc", "repro").stdout) == []  # nothing changed, nothing runs
+
+    _set_params(project, split={"seed": 11})
+    assert _ran(_run(project, "dvc", "repro").stdout) == ["split"]
+    assert (project / "data/split/folds.json").read_bytes() != folds_before
+
+    _set_params(project, split={"seed": 0})  # back to the first seed: same bytes again
+    _run(project, "dvc", "repro")
+    assert (project / "data/split/folds.json").read_bytes() == folds_before
+
+    # The manifest and patient table do not depend on the size: DVC re-runs preprocess only.
+    _set_params(project, preprocess={"size": 40})
+    assert _ran(_run(project, "dvc", "repro").stdout) == ["preprocess"]
+    assert json.loads((project / "data/preprocessed/meta.json").read_text())["config"]["size"] == 40
+
+
+def test_failed_validation_stops_the_pipeline_with_a_report(project: Path) -> None:
+    _set_params(project, validate={"inplane_spacing_mm": [0.5, 1.0]})  # the phantom uses 1.2-1.9 mm
+    proc = _run(project, "dvc", "repro", check=False)
+    assert proc.returncode != 0
+    assert "FAILED expect_column_values_to_be_between" in proc.stderr
+    assert "patient001 ED" in proc.stderr and "spacing_x_mm" in proc.stderr
+    report = json.loads((project / "data/validation/report.json").read_text())
+    assert not report["success"]
+    assert not (project / "data/split/folds.json").exists()
+
+
+def test_bad_input_fails_preprocess_naming_the_file(project: Path) -> None:
+    _run(project, "python", "-m", "stages.download")
+    bad = project / "data/raw/patient003/Info.cfg"
+    bad.write_text(bad.read_text().replace("NbFrame:", "NbFrame: 2\nOld:"))
+    proc = _run(project, "python", "-m", "stages.preprocess", check=False)
+    assert proc.returncode == 1
+    assert "error: data/raw/patient003/Info.cfg: ES = " in proc.stderr and "NbFrame = 2" in proc.stderr
+    assert not (project / "data/preprocessed").exists()
+    assert [p.name for p in (project / "data").iterdir()] == ["raw"]  # no temporary output left
+
+
+def test_local_source_hard_links_real_acdc(project: Path, acdc_roi: Path) -> None:
+    _set_params(project, download={"source": "local", "local_path": str(acdc_roi), "patients": ["patient002", "patient004"]},
+                preprocess={"size": 48}, split={"n_folds": 2})  # fmt: skip
+    _run(project, "dvc", "repro")
+    imported = project / "data/raw/patient002/patient002_4d.nii.gz"
+    original = acdc_roi / "patient002/patient002_4d.nii.gz"
+    assert imported.read_bytes() == original.read_bytes()
+    if imported.stat().st_dev == original.stat().st_dev:
+        assert imported.stat().st_ino == original.stat().st_ino  # a hard link, not a copy
+    split = json.loads((project / "data/split/folds.json").read_text())
+    assert sorted(p for f in split["folds"] for p in f["val"]) == ["patient002", "patient004"]
+
+
+@pytest.fixture
+def archive_server(tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """Serve a tar.gz of two patients (nested like the official release) on 127.0.0.1."""
+    tree = tmp_path / "tree"
+    for i in (1, 2):
+        write_patient(
+            make_record(f"patient{i:03d}", t=10, z=4, y=52, x=56, seed=i), tree / "ACDC/database/training"
+        )
+    served = tmp_path / "served"
+    served.mkdir()
+    with tarfile.open(served / "acdc.tar.gz", "w:gz") as tar:
+        tar.add(tree / "ACDC", arcname="ACDC")
+    digest = hashlib.sha256((served / "acdc.tar.gz").read_bytes()).hexdigest()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(SimpleHTTPRequestHandler, directory=str(served)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/acdc.tar.gz", digest
+    server.shutdown()
+
+
+def test_url_source_downloads_verifies_and_extracts(project: Path, archive_server: tuple[str, str]) -> None:
+    url, digest = archive_server
+    _set_params(project, download={"source": "url", "url": url, "sha256": "0" * 64})
+    proc = _run(project, "python", "-m", "stages.download", check=False)
+    assert proc.returncode == 1 and "sha256" in proc.stderr and digest in proc.stderr
+    assert not (project / "data/raw").exists()
+
+    _set_params(project, download={"sha256": digest}, validate={"frames": [8, 60]})
+    _run(project, "python", "-m", "stages.download")
+    assert sorted(p.name for p in (project / "data/raw").iterdir()) == ["patient001", "patient002"]
+    assert (project / "data/raw/patient001/Info.cfg").read_text().startswith("ED: 1")
