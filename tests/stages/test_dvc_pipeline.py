@@ -56,7 +56,14 @@ def project(tmp_path: Path) -> Path:
     _run(dst, "dvc", "init", "-q")
     _run(dst, "dvc", "config", "core.analytics", "false")
     synthetic = {"n_patients": 5, "matrix": [48, 48], "n_frames": [8, 10], "n_slices": [4, 5]}
-    _set_params(dst, download={"synthetic": synthetic}, preprocess={"size": 32})
+    train = {
+        "model": "unet",
+        "model_args": {"base_channels": 4, "depth": 2},
+        "max_epochs": 2,
+        "batch_size": 8,
+    }
+    _set_params(dst, download={"synthetic": synthetic}, preprocess={"size": 32}, train=train,
+                evaluate={"overlays": 1})  # fmt: skip
     return dst
 
 
@@ -66,9 +73,12 @@ def _ran(out: str) -> list[str]:
 
 def test_repro_synthetic_then_only_changed_stage_reruns(project: Path) -> None:
     first = _run(project, "dvc", "repro")
-    assert _ran(first.stdout) == ["download", "preprocess", "validate", "split"]
+    assert _ran(first.stdout) == ["download", "preprocess", "validate", "split", "train", "evaluate"]
+    assert "evaluate: mean Dice" in first.stdout
     lock = yaml.safe_load((project / "dvc.lock").read_text())
-    assert set(lock["stages"]) == {"download", "preprocess", "validate", "split"}
+    assert set(lock["stages"]) == {"download", "preprocess", "validate", "split", "train", "evaluate"}
+    metrics = json.loads((project / "data/evaluation/metrics.json").read_text())
+    assert metrics["n_patients"] == 1 and 0.0 <= metrics["mean_dice"] <= 1.0
     assert lock["stages"]["preprocess"]["params"]["params.yaml"]["preprocess.size"] == 32
     assert len(list((project / "data/raw").glob("patient*/patient*_4d_gt.nii.gz"))) == 5
     report = json.loads((project / "data/validation/report.json").read_text())
@@ -80,16 +90,16 @@ def test_repro_synthetic_then_only_changed_stage_reruns(project: Path) -> None:
     assert _ran(_run(project, "dvc", "repro").stdout) == []  # nothing changed, nothing runs
 
     _set_params(project, split={"seed": 11})
-    assert _ran(_run(project, "dvc", "repro").stdout) == ["split"]
+    assert _ran(_run(project, "dvc", "repro").stdout) == ["split", "train", "evaluate"]
     assert (project / "data/split/folds.json").read_bytes() != folds_before
 
     _set_params(project, split={"seed": 0})  # back to the first seed: same bytes again
     _run(project, "dvc", "repro")
     assert (project / "data/split/folds.json").read_bytes() == folds_before
 
-    # The manifest and patient table do not depend on the size: DVC re-runs preprocess only.
+    # The manifest and patient table do not depend on the size: validate and split are not re-run.
     _set_params(project, preprocess={"size": 40})
-    assert _ran(_run(project, "dvc", "repro").stdout) == ["preprocess"]
+    assert _ran(_run(project, "dvc", "repro").stdout) == ["preprocess", "train", "evaluate"]
     assert json.loads((project / "data/preprocessed/meta.json").read_text())["config"]["size"] == 40
 
 
@@ -126,6 +136,9 @@ def test_local_source_hard_links_real_acdc(project: Path, acdc_roi: Path) -> Non
         assert imported.stat().st_ino == original.stat().st_ino  # a hard link, not a copy
     split = json.loads((project / "data/split/folds.json").read_text())
     assert sorted(p for f in split["folds"] for p in f["val"]) == ["patient002", "patient004"]
+    metrics = json.loads((project / "data/evaluation/metrics.json").read_text())
+    assert metrics["n_patients"] == 1 and "whole_cycle_dice" not in metrics  # real ACDC: labels at ED/ES only
+    assert "LV_EF" in metrics["clinical"]
 
 
 @pytest.fixture

@@ -1,0 +1,124 @@
+"""Clinical indices from label volumes: ventricular volumes (ml), ejection fractions (%), myocardial mass (g).
+
+Volumes count voxels of a label and multiply by the voxel volume ``prod(spacing) / 1000`` ml (spacing in
+mm). Myocardial mass is the MYO volume at ED times 1.05 g/ml. EF = 100 * (EDV - ESV) / EDV; when EDV is 0
+the EF is NaN and its status says so (``"edv_zero"``) instead of raising ZeroDivisionError.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from pipeline.data.acdc import STRUCTURES
+
+MYOCARDIAL_DENSITY_G_PER_ML = 1.05
+
+#: The numeric keys of :func:`clinical_indices` and their units.
+CLINICAL_UNITS = {
+    "LV_EDV": "ml",
+    "LV_ESV": "ml",
+    "LV_EF": "%",
+    "RV_EDV": "ml",
+    "RV_ESV": "ml",
+    "RV_EF": "%",
+    "MYO_mass": "g",
+}
+CLINICAL_KEYS = tuple(CLINICAL_UNITS)
+
+
+def voxel_volume_ml(spacing: Sequence[float]) -> float:
+    """Volume of one voxel in ml from its (z, y, x) size in mm."""
+    values = [float(s) for s in spacing]
+    if len(values) != 3 or not all(math.isfinite(s) and s > 0 for s in values):
+        raise ValueError(f"spacing must be three positive finite (z, y, x) values in mm, got {spacing!r}")
+    return float(np.prod(values)) / 1000.0
+
+
+def structure_volumes(labels: np.ndarray, spacing: Sequence[float]) -> dict[str, float]:
+    """Volume in ml of LV, MYO and RV in one (Z, Y, X) label volume with (z, y, x) spacing in mm."""
+    labels = np.asarray(labels)
+    if labels.ndim != 3:
+        raise ValueError(f"labels must be a 3D (Z, Y, X) volume, got shape {labels.shape}")
+    voxel = voxel_volume_ml(spacing)
+    counts = np.bincount(labels.ravel().astype(np.intp), minlength=4)
+    return {name: float(counts[value]) * voxel for name, value in STRUCTURES.items()}
+
+
+def volume_curves(cine_labels: np.ndarray, spacing: Sequence[float]) -> dict[str, np.ndarray]:
+    """Volume of each structure in every frame of a labelled cine.
+
+    Args:
+        cine_labels: (T, Z, Y, X) integer labels (0 bg, 1 RV, 2 MYO, 3 LV).
+        spacing: (z, y, x) voxel size in mm.
+
+    Returns:
+        ``{"LV": (T,), "RV": (T,), "MYO": (T,)}`` float64 volumes in ml.
+    """
+    cine_labels = np.asarray(cine_labels)
+    if cine_labels.ndim != 4:
+        raise ValueError(f"cine_labels must be 4D (T, Z, Y, X), got shape {cine_labels.shape}")
+    voxel = voxel_volume_ml(spacing)
+    flat = cine_labels.reshape(cine_labels.shape[0], -1)
+    return {
+        name: np.count_nonzero(flat == STRUCTURES[name], axis=1).astype(np.float64) * voxel
+        for name in ("LV", "RV", "MYO")
+    }
+
+
+def phases_from_curves(curves: Mapping[str, np.ndarray]) -> tuple[int, int]:
+    """ED and ES frames picked from the LV volume curve: ED = argmax, ES = argmin (first on ties).
+
+    Args:
+        curves: as returned by :func:`volume_curves`; only ``curves["LV"]`` (T,) ml is used.
+
+    Returns:
+        ``(ed_index, es_index)``, 0-based frame indices.
+
+    Raises:
+        ValueError: the LV curve is missing, empty, not finite, or zero in every frame (no LV anywhere,
+            so ED and ES are undefined).
+    """
+    if "LV" not in curves:
+        raise ValueError(f"curves must contain 'LV', got keys {sorted(curves)}")
+    lv = np.asarray(curves["LV"], dtype=np.float64)
+    if lv.ndim != 1 or lv.size == 0:
+        raise ValueError(f"curves['LV'] must be a non-empty (T,) array, got shape {lv.shape}")
+    if not np.isfinite(lv).all():
+        raise ValueError("curves['LV'] contains NaN or infinite volumes")
+    if not lv.any():
+        raise ValueError("curves['LV'] is zero in every frame: no LV, so ED and ES are undefined")
+    return int(np.argmax(lv)), int(np.argmin(lv))
+
+
+def ejection_fraction(edv: float, esv: float) -> tuple[float, str]:
+    """EF in % and a status: ``("ok")`` or NaN with ``"edv_zero"`` when EDV (ml) is 0."""
+    if edv <= 0:
+        return math.nan, "edv_zero"
+    return 100.0 * (edv - esv) / edv, "ok"
+
+
+def clinical_indices(ed_labels: np.ndarray, es_labels: np.ndarray, spacing: Sequence[float]) -> dict:
+    """LV/RV EDV, ESV (ml), EF (%) and myocardial mass (g) from the ED and ES label volumes.
+
+    Args:
+        ed_labels, es_labels: (Z, Y, X) integer labels at end-diastole and end-systole.
+        spacing: (z, y, x) voxel size in mm.
+
+    Returns:
+        The numeric keys of :data:`CLINICAL_KEYS` (floats; EF NaN when EDV is 0) plus ``"LV_EF_status"``
+        and ``"RV_EF_status"`` (``"ok"`` or ``"edv_zero"``).
+    """
+    ed = structure_volumes(ed_labels, spacing)
+    es = structure_volumes(es_labels, spacing)
+    out: dict[str, float | str] = {}
+    for side in ("LV", "RV"):
+        ef, status = ejection_fraction(ed[side], es[side])
+        out[f"{side}_EDV"] = ed[side]
+        out[f"{side}_ESV"] = es[side]
+        out[f"{side}_EF"] = ef
+        out[f"{side}_EF_status"] = status
+    out["MYO_mass"] = ed["MYO"] * MYOCARDIAL_DENSITY_G_PER_ML
+    return out

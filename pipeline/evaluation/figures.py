@@ -1,0 +1,188 @@
+"""Evaluation figures as PNG files: contour overlays, volume curves, Bland-Altman plots.
+
+Figures are drawn on matplotlib's Agg canvas directly (``Figure`` + ``FigureCanvasAgg``), never through
+pyplot, so nothing opens a window or touches global backend state; each PNG is written to a temporary
+sibling and renamed into place, so a crash never leaves a half-written file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Final
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from pipeline.data.acdc import STRUCTURES
+from pipeline.evaluation.agreement import agreement
+
+#: One colour per structure; ground truth solid, prediction dashed (as in the paper's Fig. 3).
+COLOURS = {"LV": "tab:red", "MYO": "tab:green", "RV": "tab:blue"}
+GT_STYLE: Final = "solid"
+PRED_STYLE: Final = "dashed"
+
+
+def _new_figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save_png(fig, path: Path | str) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
+    try:
+        fig.savefig(tmp, format="png", bbox_inches="tight")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def overlay_figure(
+    image: np.ndarray,
+    gt: np.ndarray,
+    pred: np.ndarray,
+    slices: Sequence[int],
+    path: Path | str,
+    title: str = "",
+    spacing: Sequence[float] | None = None,
+) -> Path:
+    """Contours of the true (solid) and predicted (dashed) LV, MYO and RV on a few short-axis slices.
+
+    Args:
+        image: (Z, Y, X) intensities; gt, pred: (Z, Y, X) labels (0 bg, 1 RV, 2 MYO, 3 LV).
+        slices: indices along Z to draw, one panel each.
+        path: PNG file to write.
+        title: figure title.
+        spacing: optional (z, y, x) voxel size in mm, to draw pixels with their true aspect ratio.
+
+    Returns:
+        ``path``.
+    """
+    from matplotlib.lines import Line2D
+
+    image, gt, pred = np.asarray(image), np.asarray(gt), np.asarray(pred)
+    if image.ndim != 3 or image.shape != gt.shape or image.shape != pred.shape:
+        raise ValueError(
+            f"image, gt, pred must share one (Z, Y, X) shape, got {image.shape}, {gt.shape}, {pred.shape}"
+        )
+    slices = [int(z) for z in slices]
+    if not slices or any(not 0 <= z < image.shape[0] for z in slices):
+        raise ValueError(
+            f"slices must be a non-empty list of indices in 0..{image.shape[0] - 1}, got {slices}"
+        )
+    aspect = float(spacing[1]) / float(spacing[2]) if spacing is not None else 1.0
+    fig = _new_figure(3.0 * len(slices), 3.4)
+    axes = fig.subplots(1, len(slices), squeeze=False)[0]
+    for ax, z in zip(axes, slices, strict=True):
+        ax.imshow(image[z], cmap="gray", aspect=aspect, interpolation="nearest")
+        for name, value in STRUCTURES.items():
+            for volume, style in ((gt, GT_STYLE), (pred, PRED_STYLE)):
+                mask = volume[z] == value
+                if mask.any() and not mask.all():
+                    ax.contour(
+                        mask.astype(np.float32),
+                        levels=[0.5],
+                        colors=COLOURS[name],
+                        linestyles=style,
+                        linewidths=1.2,
+                    )
+        ax.set_title(f"slice {z}", fontsize=9)
+        ax.set_axis_off()
+    handles = [Line2D([], [], color=COLOURS[n], linestyle=GT_STYLE, label=f"{n} truth") for n in COLOURS]
+    handles += [Line2D([], [], color=COLOURS[n], linestyle=PRED_STYLE, label=f"{n} pred") for n in COLOURS]
+    fig.legend(handles=handles, loc="lower center", ncol=6, fontsize=7, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return _save_png(fig, path)
+
+
+def volume_curve_figure(
+    curves_pred: Mapping[str, ArrayLike],
+    curves_gt: Mapping[str, ArrayLike] | None,
+    markers: Mapping[str, int] | None,
+    path: Path | str,
+    title: str = "",
+) -> Path:
+    """LV and RV volume (ml) over the cardiac cycle, predicted (dashed) and, if given, true (solid).
+
+    Args:
+        curves_pred, curves_gt: ``{"LV": (T,), "RV": (T,)}`` volumes in ml (see ``volume_curves``).
+        markers: label -> 0-based frame index drawn as a vertical line, e.g. ``{"ED": 0, "ES": 11}``.
+        path: PNG file to write.
+
+    Returns:
+        ``path``.
+    """
+    fig = _new_figure(6.0, 3.6)
+    ax = fig.subplots()
+    for name in ("LV", "RV"):
+        for curves, style, kind in ((curves_gt, GT_STYLE, "truth"), (curves_pred, PRED_STYLE, "pred")):
+            if curves is not None and name in curves:
+                values = np.asarray(curves[name], dtype=np.float64)
+                ax.plot(
+                    np.arange(values.size),
+                    values,
+                    color=COLOURS[name],
+                    linestyle=style,
+                    marker=".",
+                    label=f"{name} {kind}",
+                )
+    for i, (label, frame) in enumerate((markers or {}).items()):
+        ax.axvline(int(frame), color="0.4", linestyle=(0, (1, 2 + i)), linewidth=1)
+        ax.annotate(
+            label, (int(frame), 1.0), xycoords=("data", "axes fraction"), fontsize=8, ha="center", va="bottom"
+        )
+    ax.set_xlabel("frame (0-based)")
+    ax.set_ylabel("volume (ml)")
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10, pad=14)
+    return _save_png(fig, path)
+
+
+def bland_altman_figure(pred: ArrayLike, ref: ArrayLike, name: str, unit: str, path: Path | str) -> Path:
+    """Bland-Altman plot of ``pred - ref`` against their mean, with bias and 95% limits of agreement.
+
+    Args:
+        pred, ref: (N,) values of one clinical index (e.g. LV EF) in ``unit``; NaN pairs are dropped and
+            counted in the title (see :func:`pipeline.evaluation.agreement.agreement`).
+        name, unit: index name and unit for the labels.
+        path: PNG file to write.
+
+    Returns:
+        ``path``.
+    """
+    p = np.asarray(pred, dtype=np.float64).ravel()
+    r = np.asarray(ref, dtype=np.float64).ravel()
+    stats = agreement(p, r)
+    keep = np.isfinite(p) & np.isfinite(r)
+    mean, diff = (p[keep] + r[keep]) / 2, p[keep] - r[keep]
+    fig = _new_figure(5.0, 3.8)
+    ax = fig.subplots()
+    ax.scatter(mean, diff, s=14, color="tab:blue", alpha=0.8)
+    ax.axhline(stats["bias"], color="k", label=f"bias {stats['bias']:.2f} {unit}")
+    for key in ("loa_low", "loa_high"):
+        ax.axhline(stats[key], color="tab:red", linestyle="dashed")
+    ax.plot(
+        [],
+        [],
+        color="tab:red",
+        linestyle="dashed",
+        label=f"LoA [{stats['loa_low']:.2f}, {stats['loa_high']:.2f}] {unit}",
+    )
+    ax.set_xlabel(f"mean of predicted and reference {name} ({unit})")
+    ax.set_ylabel(f"predicted - reference ({unit})")
+    ax.set_title(
+        f"{name}: r = {stats['pearson_r']:.3f}, n = {stats['n']} ({stats['n_dropped']} dropped)", fontsize=10
+    )
+    ax.legend(fontsize=8)
+    return _save_png(fig, path)

@@ -1,0 +1,1 @@
+"""Training: clip datasets, replayable augmentation, checkpoints that rebuild their model, the fold trainer."""

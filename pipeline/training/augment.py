@@ -1,0 +1,90 @@
+"""Replayable augmentation: sample parameters from a seeded generator, then apply a deterministic transform.
+
+The paper augments by mirroring, flipping and rotation. The same geometric transform is applied to every
+frame of the clip and to the labels, so clip and labels stay aligned. Parameters are drawn from a
+generator seeded by (seed, epoch, sample index), so any batch of any epoch can be replayed exactly, and a
+resumed training sees the same augmentations as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """mirror / flip: probability of a left-right / up-down flip; rotate90: random multiples of 90 degrees;
+    rotate_deg: maximum extra rotation in degrees (0 disables); intensity: max relative gain/offset jitter."""
+
+    mirror: float = 0.5
+    flip: float = 0.5
+    rotate90: bool = True
+    rotate_deg: float = 15.0
+    intensity: float = 0.1
+
+    def __post_init__(self) -> None:
+        for name in ("mirror", "flip"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} is a probability in [0, 1], got {getattr(self, name)}")
+        if not 0.0 <= self.rotate_deg <= 180.0:
+            raise ValueError(f"rotate_deg must be in [0, 180], got {self.rotate_deg}")
+        if not 0.0 <= self.intensity < 1.0:
+            raise ValueError(f"intensity must be in [0, 1), got {self.intensity}")
+
+
+@dataclass(frozen=True)
+class AugmentParams:
+    mirror: bool
+    flip: bool
+    k90: int
+    angle_deg: float
+    gain: float
+    offset: float
+
+
+def sample_params(rng: np.random.Generator, cfg: AugmentConfig) -> AugmentParams:
+    """Draw one sample's transform parameters."""
+    return AugmentParams(
+        mirror=bool(rng.random() < cfg.mirror),
+        flip=bool(rng.random() < cfg.flip),
+        k90=int(rng.integers(4)) if cfg.rotate90 else 0,
+        angle_deg=float(rng.uniform(-cfg.rotate_deg, cfg.rotate_deg)) if cfg.rotate_deg else 0.0,
+        gain=float(rng.uniform(1 - cfg.intensity, 1 + cfg.intensity)),
+        offset=float(rng.uniform(-cfg.intensity, cfg.intensity)),
+    )
+
+
+def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
+    """The generator of one sample in one epoch (independent of batch composition and worker count)."""
+    return np.random.default_rng([seed, epoch, index])
+
+
+def apply(clip: torch.Tensor, label: torch.Tensor, p: AugmentParams) -> tuple[torch.Tensor, torch.Tensor]:
+    """Apply ``p`` to a clip (F, H, W) float and its labels (H, W) long; returns new tensors."""
+    if p.mirror:
+        clip, label = clip.flip(-1), label.flip(-1)
+    if p.flip:
+        clip, label = clip.flip(-2), label.flip(-2)
+    if p.k90:
+        clip, label = torch.rot90(clip, p.k90, (-2, -1)), torch.rot90(label, p.k90, (-2, -1))
+    if p.angle_deg:
+        a = math.radians(p.angle_deg)
+        theta = torch.tensor(
+            [[math.cos(a), -math.sin(a), 0.0], [math.sin(a), math.cos(a), 0.0]], dtype=clip.dtype
+        )
+        grid = F.affine_grid(theta[None], [1, 1, *clip.shape[-2:]], align_corners=False)
+        background = clip.amin(dim=(-2, -1), keepdim=True)  # fill corners with each frame's minimum
+        clip = (
+            F.grid_sample((clip - background)[None], grid, mode="bilinear", align_corners=False)[0]
+            + background
+        )
+        label = F.grid_sample(label[None, None].to(clip.dtype), grid, mode="nearest", align_corners=False)[
+            0, 0
+        ].long()
+    clip = clip * p.gain + p.offset
+    return clip.contiguous(), label.contiguous()

@@ -1,0 +1,146 @@
+"""Stage ``evaluate``: each fold's model on its validation patients, ACDC metrics, clinical indices, figures."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.atomic import atomic_directory
+from pipeline.config import section
+from pipeline.data.acdc import PHASES
+from pipeline.errors import DataError
+from pipeline.evaluation import agreement, summarise, table1_markdown
+from pipeline.evaluation.metrics import STRUCTURE_ORDER
+from pipeline.evaluation.runner import (
+    VARIANTS,
+    EvaluateConfig,
+    PatientResult,
+    clinical_table,
+    evaluate_patients,
+)
+from pipeline.inference.predict import Segmenter
+from pipeline.splitting.folds import read_split
+from pipeline.training.checkpoint import load_checkpoint
+from pipeline.training.trainer import resolve_device
+from stages._common import parser, run
+
+log = logging.getLogger("stages.evaluate")
+AGREEMENT = (
+    ("LV_EF", "%"),
+    ("LV_EDV", "ml"),
+    ("LV_ESV", "ml"),
+    ("RV_EF", "%"),
+    ("RV_EDV", "ml"),
+    ("MYO_mass", "g"),
+)
+
+
+def _headline(summary: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for metric in ("dice", "hd", "hd95", "assd"):
+        out[metric] = {
+            f"{s}_{p}": summary["by_phase"][p][s][metric]["mean"] for s in STRUCTURE_ORDER for p in PHASES
+        }
+        out[f"mean_{metric}"] = summary["average"]["all"][metric]["mean"]
+    out["empty_cases"] = {f"{s}_{p}": {k: v for k, v in summary["counts"][p][s].items() if k != "ok" and v}
+                          for s in STRUCTURE_ORDER for p in PHASES}  # fmt: skip
+    return out
+
+
+def _figures(
+    results: list[PatientResult], rows: list[dict[str, Any]], cfg: EvaluateConfig, out: Path
+) -> None:
+    from pipeline.evaluation.figures import bland_altman_figure, overlay_figure, volume_curve_figure
+
+    figs = out / "figures"
+    figs.mkdir()
+    for r in results[: cfg.overlays]:
+        a = r.arrays
+        for p in PHASES:
+            z = a[f"gt_{p}"].shape[0]
+            slices = sorted({max(0, z // 4), z // 2, min(z - 1, (3 * z) // 4)})
+            overlay_figure(a[f"image_{p}"], a[f"gt_{p}"], a[f"pred_{p}"], slices, figs / f"overlay_{r.patient}_{p}.png",
+                           title=f"{r.patient} {p} (fold {r.fold}): truth solid, prediction dashed")  # fmt: skip
+        if r.curves_pred is not None:
+            markers = {"ED": r.phases_ref[0], "ES": r.phases_ref[1]}
+            volume_curve_figure(
+                r.curves_pred, r.curves_ref, markers, figs / f"volumes_{r.patient}.png", title=r.patient
+            )
+    table = pd.DataFrame(rows)
+    for key, unit in AGREEMENT:
+        bland_altman_figure(
+            table[f"{key}_pred"], table[f"{key}_ref"], key, unit, figs / f"bland_altman_{key}.png"
+        )
+
+
+def _main(args: argparse.Namespace, params: dict[str, Any]) -> int:
+    cfg = section(params, "evaluate", EvaluateConfig)
+    split = read_split(Path(args.split))
+    models = sorted(Path(args.models).glob("fold*.pt"))
+    if not models:
+        raise DataError(args.models, "no fold*.pt models; run the train stage")
+    device = resolve_device(params.get("train", {}).get("device", "auto"))
+    results: list[PatientResult] = []
+    for path in models:
+        fold = int(path.stem.removeprefix("fold"))
+        seg = Segmenter.from_checkpoint(load_checkpoint(path), device=device, batch_size=cfg.batch_size)
+        results += evaluate_patients(seg, Path(args.raw), split["folds"][fold]["val"], fold, cfg)
+    rows = clinical_table(results)
+    summaries = {v: summarise([c for r in results for c in r.cases[v]]) for v in VARIANTS}
+    metrics: dict[str, Any] = {"postprocess": cfg.postprocess, "n_patients": len(results),
+                               **_headline(summaries[cfg.postprocess])}  # fmt: skip
+    metrics["mean_dice_other_variant"] = summaries[next(v for v in VARIANTS if v != cfg.postprocess)][
+        "average"
+    ]["all"]["dice"]["mean"]
+    cycle = [r.cycle_dice for r in results if r.cycle_dice is not None]
+    if cycle:
+        metrics["whole_cycle_dice"] = {s: float(np.mean([c[s] for c in cycle])) for s in STRUCTURE_ORDER}
+    table = pd.DataFrame(rows)
+    metrics["clinical"] = {key: agreement(table[f"{key}_pred"], table[f"{key}_ref"]) for key, _ in AGREEMENT}
+    if "ED_from_curve" in table:
+        metrics["phase_from_curve_exact"] = {
+            "ED": float((table["ED_from_curve"] == table["ED_ref"]).mean()),
+            "ES": float((table["ES_from_curve"] == table["ES_ref"]).mean()),
+        }
+    with atomic_directory(Path(args.out)) as tmp:
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1, default=float) + "\n")
+        cases = [{"fold": r.fold, "variant": v, **c} for r in results for v in VARIANTS for c in r.cases[v]]
+        (tmp / "cases.json").write_text(json.dumps(cases, indent=1, default=float) + "\n")
+        table.to_csv(tmp / "clinical.csv", index=False)
+        text = [f"# Evaluation: {len(results)} patients, folds {sorted({r.fold for r in results})}\n"]
+        for v in VARIANTS:
+            label = "raw predictions" if v == "raw" else "largest connected component per structure"
+            text += [
+                f"## {label}{' (headline)' if v == cfg.postprocess else ''}\n",
+                table1_markdown(summaries[v]),
+            ]
+        (tmp / "table1.md").write_text("\n".join(text))
+        curves = {r.patient: {"pred": r.curves_pred, "ref": r.curves_ref} for r in results if r.curves_pred}
+        (tmp / "volume_curves.json").write_text(json.dumps(curves) + "\n")
+        _figures(results, rows, cfg, tmp)
+    dice = metrics["dice"]
+    log.info("mean Dice %.4f (%s) | %s", metrics["mean_dice"], cfg.postprocess,
+             " ".join(f"{k} {v:.3f}" for k, v in dice.items()))  # fmt: skip
+    print(f"evaluate: mean Dice {metrics['mean_dice']:.4f}, mean HD {metrics['mean_hd']:.2f} mm, "
+          f"mean ASSD {metrics['mean_assd']:.2f} mm over {len(results)} held-out patients")  # fmt: skip
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser(__doc__ or "")
+    p.add_argument("--raw", default="data/raw")
+    p.add_argument("--split", default="data/split/folds.json")
+    p.add_argument("--models", default="data/train/models")
+    p.add_argument("--out", default="data/evaluation")
+    return run(_main, p, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

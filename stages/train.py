@@ -1,0 +1,96 @@
+"""Stage ``train``: train the params' model on the split's folds; resumable, CPU or CUDA, torchrun-ready."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import shutil
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from pipeline.atomic import atomic_directory
+from pipeline.config import section
+from pipeline.preprocessing.store import ClipStore
+from pipeline.splitting.folds import read_split
+from pipeline.training import distributed as dist
+from pipeline.training.trainer import TrainConfig, train_fold
+from stages._common import parser, run
+
+log = logging.getLogger("stages.train")
+
+
+def run_key(cfg: TrainConfig, store: ClipStore, split_path: Path) -> str:
+    """Identifies a training run: its params, the data it reads and the split. Checkpoints of a killed
+    run with the same key are resumed; any change starts afresh in a new folder."""
+    blob = json.dumps([asdict(cfg), store.meta, split_path.read_text()], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _write_curves(path: Path, history: list[dict[str, float]]) -> None:
+    cols = list(history[0]) if history else ["epoch"]
+    lines = ["\t".join(cols)] + ["\t".join(f"{row[c]:.6g}" for c in cols) for row in history]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _main(args: argparse.Namespace, params: dict[str, Any]) -> int:
+    cfg = section(params, "train", TrainConfig)
+    dist.init_from_env()
+    store = ClipStore(args.store)
+    split = read_split(Path(args.split))
+    n_folds = len(split["folds"])
+    bad = [f for f in cfg.folds if not 0 <= f < n_folds]
+    if bad:
+        raise ValueError(f"train.folds {bad} out of range: the split has folds 0..{n_folds - 1}")
+    work = Path(args.checkpoints) / run_key(cfg, store, Path(args.split))
+    results = []
+    for fold in cfg.folds:
+        spec = split["folds"][fold]
+        results.append(train_fold(store, spec["train"], spec["val"], cfg, work / f"fold{fold}", fold))
+    if dist.is_main():
+        with atomic_directory(Path(args.out)) as tmp:
+            (tmp / "models").mkdir()
+            (tmp / "curves").mkdir()
+            for r in results:
+                shutil.copy2(work / f"fold{r.fold}" / "best.pt", tmp / "models" / f"fold{r.fold}.pt")
+                _write_curves(tmp / "curves" / f"fold{r.fold}.tsv", r.history)
+            metrics = {
+                "model": cfg.model,
+                "radius": cfg.radius,
+                "val_dice_mean": sum(r.best_dice for r in results) / len(results),
+                "folds": {
+                    str(r.fold): {
+                        "best_val_dice": r.best_dice,
+                        "best_epoch": r.best_epoch,
+                        "epochs": r.epochs_run,
+                    }
+                    for r in results
+                },
+            }
+            (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+        for r in results:
+            log.info(
+                "fold %d: best validation Dice %.4f at epoch %d (%d epochs)",
+                r.fold,
+                r.best_dice,
+                r.best_epoch,
+                r.epochs_run,
+            )
+    dist.shutdown()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser(__doc__ or "")
+    p.add_argument("--store", default="data/preprocessed")
+    p.add_argument("--split", default="data/split/folds.json")
+    p.add_argument("--checkpoints", default="data/checkpoints", help="resumable per-run checkpoints (kept)")
+    p.add_argument("--out", default="data/train", help="models/foldK.pt, curves/foldK.tsv, metrics.json")
+    return run(_main, p, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""Augmentation replays from its seed and moves clip and labels together; checkpoints rebuild and refuse."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.errors import DataError
+from pipeline.models import build_model
+from pipeline.preprocessing.store import ClipStore
+from pipeline.training.augment import AugmentConfig, AugmentParams, apply, sample_params, sample_rng
+from pipeline.training.checkpoint import (
+    check_compatible,
+    load_checkpoint,
+    model_from_checkpoint,
+    save_checkpoint,
+)
+from pipeline.training.dataset import ClipDataset
+
+
+def test_same_seed_epoch_index_replays_exactly() -> None:
+    cfg = AugmentConfig()
+    a = sample_params(sample_rng(3, 5, 17), cfg)
+    assert a == sample_params(sample_rng(3, 5, 17), cfg)
+    draws = {sample_params(sample_rng(3, e, 17), cfg) for e in range(20)}
+    assert len(draws) > 15  # other epochs draw other transforms
+
+
+def test_geometry_is_shared_by_clip_and_labels() -> None:
+    label = torch.zeros(16, 16, dtype=torch.long)
+    label[2:6, 3:12] = 3
+    label[9:14, 1:4] = 1
+    clip = label.float()[None].repeat(3, 1, 1)
+    for k90 in range(4):
+        p = AugmentParams(mirror=True, flip=k90 == 1, k90=k90, angle_deg=0.0, gain=1.0, offset=0.0)
+        c, lab = apply(clip, label, p)
+        for f in range(3):
+            assert torch.equal(c[f], lab.float())
+        assert not torch.equal(lab, label)
+    # a small rotation moves labels and image alike (nearest vs bilinear: agree away from edges)
+    c, lab = apply(clip, label, AugmentParams(False, False, 0, 10.0, 1.0, 0.0))
+    assert (c[1].round() == lab.float()).float().mean() > 0.9
+
+
+def test_dataset_items_replay(tiny_data: Path) -> None:
+    store = ClipStore(tiny_data / "pre")
+    ds = ClipDataset(store, np.arange(6), radius=2, augment=AugmentConfig(), seed=1)
+    ds.set_epoch(4)
+    clip, lab = ds[3]
+    assert clip.shape == (5, 32, 32) and lab.shape == (32, 32) and lab.dtype == torch.int64
+    ds.set_epoch(4)
+    again, lab2 = ds[3]
+    assert torch.equal(clip, again) and torch.equal(lab, lab2)
+    with pytest.raises(ValueError, match="exceeds the store's max_radius 3"):
+        ClipDataset(store, np.arange(3), radius=4)
+
+
+def test_checkpoint_rebuilds_and_refuses_other_model_or_radius(tmp_path: Path) -> None:
+    model = build_model("unet", radius=1, base_channels=4, depth=2)
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, model, None, epoch=3)
+    ckpt = load_checkpoint(path)
+    again = model_from_checkpoint(ckpt)
+    x = torch.randn(2, 3, 16, 16)
+    model.eval()
+    assert torch.equal(again(x), model(x)) and ckpt["epoch"] == 3
+    with pytest.raises(DataError, match="checkpoint is for model 'unet', not 'deunet'"):
+        check_compatible(path, ckpt, "deunet", dict(model.config))
+    other_r = {**model.config, "radius": 2}
+    with pytest.raises(DataError, match="radius: checkpoint 1 vs requested 2"):
+        check_compatible(path, ckpt, "unet", other_r)
+
+
+def test_corrupt_or_foreign_checkpoint(tmp_path: Path) -> None:
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(DataError, match=r"bad\.pt: cannot read checkpoint"):
+        load_checkpoint(tmp_path / "bad.pt")
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "foreign.pt")
+    with pytest.raises(DataError, match="not a pipeline checkpoint"):
+        load_checkpoint(tmp_path / "foreign.pt")
+    with pytest.raises(DataError, match="checkpoint is missing"):
+        load_checkpoint(tmp_path / "none.pt")
