@@ -10,7 +10,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-STAGES = ("download", "preprocess", "validate", "split")
+STAGES = ("download", "preprocess", "validate", "split", "train", "evaluate")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

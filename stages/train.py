@@ -23,10 +23,21 @@ from stages._common import parser, run
 log = logging.getLogger("stages.train")
 
 
+def _code_digest() -> str:
+    """Digest of the model and training code, so a code change never resumes an older run's checkpoints."""
+    root = Path(__file__).resolve().parents[1] / "pipeline"
+    digest = hashlib.sha256()
+    for path in sorted([*(root / "models").rglob("*.py"), *(root / "training").rglob("*.py")]):
+        digest.update(path.relative_to(root).as_posix().encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
 def run_key(cfg: TrainConfig, store: ClipStore, split_path: Path) -> str:
-    """Identifies a training run: its params, the data it reads and the split. Checkpoints of a killed
-    run with the same key are resumed; any change starts afresh in a new folder."""
-    blob = json.dumps([asdict(cfg), store.meta, split_path.read_text()], sort_keys=True, default=str)
+    """Identifies a training run: its params, the data it reads, the split and the code. Checkpoints of a
+    killed run with the same key are resumed; any change starts afresh in a new folder."""
+    blob = json.dumps(
+        [asdict(cfg), store.meta, split_path.read_text(), _code_digest()], sort_keys=True, default=str
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -46,6 +57,10 @@ def _main(args: argparse.Namespace, params: dict[str, Any]) -> int:
     if bad:
         raise ValueError(f"train.folds {bad} out of range: the split has folds 0..{n_folds - 1}")
     work = Path(args.checkpoints) / run_key(cfg, store, Path(args.split))
+    if not cfg.resume and dist.is_main() and work.exists():
+        log.info("train.resume is false: removing %s and training from scratch", work)
+        shutil.rmtree(work)
+    dist.barrier()
     results = []
     for fold in cfg.folds:
         spec = split["folds"][fold]

@@ -39,7 +39,7 @@ class TDAM(nn.Module):
         out_channels: int,
         *,
         kernel_size: int = 3,
-        offset_channels: int = 16,
+        offset_channels: int = 8,
         offset_depth: int = 3,
         norm: str = "instance",
         modulated: bool = False,

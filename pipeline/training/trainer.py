@@ -35,7 +35,11 @@ STRUCTURES = {"RV": 1, "MYO": 2, "LV": 3}
 @dataclass(frozen=True)
 class TrainConfig:
     """The ``train`` section of params.yaml (the paper: Adam, lr 2e-4, weight decay 1e-4, batch >= 12,
-    early stop after 20 epochs without validation Dice gain)."""
+    early stop after 20 epochs without validation Dice gain).
+
+    resume: continue a run with the same params, data and code from its last checkpoint (also a run that
+    finished: its result is reused); false retrains from scratch.
+    """
 
     model: str = "deunet"
     model_args: dict[str, Any] = field(default_factory=dict)
@@ -47,6 +51,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     patience: int = 20
     seed: int = 0
+    resume: bool = True
     device: Literal["auto", "cpu", "cuda"] = "auto"
     bf16: bool = True
     num_workers: int = 0

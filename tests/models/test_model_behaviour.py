@@ -247,7 +247,6 @@ def hard_dice(logits: torch.Tensor, target: torch.Tensor) -> list[float]:
     return out
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", ["unet", "deunet"])
 def test_overfits_one_clip(name: str) -> None:
     """30 Adam steps on one clip reach Dice > 0.9 on every structure (starting from chance)."""
