@@ -5,9 +5,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Offline, quiet: no telemetry from any tool in the stack.
-export DO_NOT_TRACK := 1
+export DO_NOT_TRACK := true
 export DVC_NO_ANALYTICS := 1
-export MLFLOW_ENABLE_TELEMETRY := false
+export MLFLOW_DISABLE_TELEMETRY := true
 export PREFECT_TELEMETRY_ENABLED := false
 
 .PHONY: install repro test lint typecheck bench clean

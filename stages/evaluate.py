@@ -27,6 +27,7 @@ from pipeline.evaluation.runner import (
 )
 from pipeline.inference.predict import Segmenter
 from pipeline.splitting.folds import read_split
+from pipeline.tracking import TrackingConfig, make_tracker, provenance_tags
 from pipeline.training.checkpoint import load_checkpoint
 from pipeline.training.trainer import resolve_device
 from stages._common import parser, run
@@ -80,6 +81,28 @@ def _figures(
         )
 
 
+def _track(params: dict[str, Any], metrics: dict[str, Any], out: Path, train_metrics: Path) -> None:
+    """Log the held-out metrics, the report and the figures to MLflow, linked to the training run."""
+    train_run = (
+        json.loads(train_metrics.read_text()).get("mlflow_run_id") if train_metrics.is_file() else None
+    )
+    tags = {**provenance_tags(Path.cwd(), "evaluate"), "stage": "evaluate", "train_run_id": train_run or ""}
+    with make_tracker(
+        section(params, "tracking", TrackingConfig), Path.cwd(), "evaluate", tags=tags
+    ) as tracker:
+        tracker.log_params({"evaluate": params.get("evaluate", {})})
+        flat = {f"{m}/{k}": v for m in ("dice", "hd", "hd95", "assd") for k, v in metrics[m].items()}
+        flat.update({k: v for k, v in metrics.items() if k.startswith("mean_")})
+        flat.update({f"whole_cycle_dice/{k}": v for k, v in metrics.get("whole_cycle_dice", {}).items()})
+        flat.update(
+            {f"clinical/{k}/{s}": v[s] for k, v in metrics["clinical"].items() for s in ("pearson_r", "bias")}
+        )
+        tracker.log_metrics(flat)
+        for name in ("metrics.json", "table1.md", "clinical.csv", "cases.json"):
+            tracker.log_artifact(out / name)
+        tracker.log_artifacts(out / "figures", "figures")
+
+
 def _main(args: argparse.Namespace, params: dict[str, Any]) -> int:
     cfg = section(params, "evaluate", EvaluateConfig)
     split = read_split(Path(args.split))
@@ -125,6 +148,7 @@ def _main(args: argparse.Namespace, params: dict[str, Any]) -> int:
         curves = {r.patient: {"pred": r.curves_pred, "ref": r.curves_ref} for r in results if r.curves_pred}
         (tmp / "volume_curves.json").write_text(json.dumps(curves) + "\n")
         _figures(results, rows, cfg, tmp)
+    _track(params, metrics, Path(args.out), Path(args.models).parent / "metrics.json")
     dice = metrics["dice"]
     log.info("mean Dice %.4f (%s) | %s", metrics["mean_dice"], cfg.postprocess,
              " ".join(f"{k} {v:.3f}" for k, v in dice.items()))  # fmt: skip

@@ -16,8 +16,9 @@ from pipeline.atomic import atomic_directory
 from pipeline.config import section
 from pipeline.preprocessing.store import ClipStore
 from pipeline.splitting.folds import read_split
+from pipeline.tracking import TrackingConfig, make_tracker, provenance_tags
 from pipeline.training import distributed as dist
-from pipeline.training.trainer import TrainConfig, train_fold
+from pipeline.training.trainer import FoldResult, TrainConfig, train_fold
 from stages._common import parser, run
 
 log = logging.getLogger("stages.train")
@@ -47,6 +48,31 @@ def _write_curves(path: Path, history: list[dict[str, float]]) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+def _publish(out: Path, work: Path, cfg: TrainConfig, results: list[FoldResult], run_id: str | None) -> None:
+    """Copy each fold's best checkpoint and curves into the stage output, atomically."""
+    with atomic_directory(out) as tmp:
+        (tmp / "models").mkdir()
+        (tmp / "curves").mkdir()
+        for r in results:
+            shutil.copy2(work / f"fold{r.fold}" / "best.pt", tmp / "models" / f"fold{r.fold}.pt")
+            _write_curves(tmp / "curves" / f"fold{r.fold}.tsv", r.history)
+        metrics = {
+            "model": cfg.model,
+            "radius": cfg.radius,
+            "val_dice_mean": sum(r.best_dice for r in results) / len(results),
+            "folds": {
+                str(r.fold): {
+                    "best_val_dice": r.best_dice,
+                    "best_epoch": r.best_epoch,
+                    "epochs": r.epochs_run,
+                }
+                for r in results
+            },
+            "mlflow_run_id": run_id,
+        }
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+
+
 def _main(args: argparse.Namespace, params: dict[str, Any]) -> int:
     cfg = section(params, "train", TrainConfig)
     dist.init_from_env()
@@ -61,39 +87,36 @@ def _main(args: argparse.Namespace, params: dict[str, Any]) -> int:
         log.info("train.resume is false: removing %s and training from scratch", work)
         shutil.rmtree(work)
     dist.barrier()
-    results = []
-    for fold in cfg.folds:
-        spec = split["folds"][fold]
-        results.append(train_fold(store, spec["train"], spec["val"], cfg, work / f"fold{fold}", fold))
-    if dist.is_main():
-        with atomic_directory(Path(args.out)) as tmp:
-            (tmp / "models").mkdir()
-            (tmp / "curves").mkdir()
-            for r in results:
-                shutil.copy2(work / f"fold{r.fold}" / "best.pt", tmp / "models" / f"fold{r.fold}.pt")
-                _write_curves(tmp / "curves" / f"fold{r.fold}.tsv", r.history)
-            metrics = {
-                "model": cfg.model,
-                "radius": cfg.radius,
-                "val_dice_mean": sum(r.best_dice for r in results) / len(results),
-                "folds": {
-                    str(r.fold): {
-                        "best_val_dice": r.best_dice,
-                        "best_epoch": r.best_epoch,
-                        "epochs": r.epochs_run,
-                    }
-                    for r in results
-                },
-            }
-            (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
-        for r in results:
-            log.info(
-                "fold %d: best validation Dice %.4f at epoch %d (%d epochs)",
-                r.fold,
-                r.best_dice,
-                r.best_epoch,
-                r.epochs_run,
+    key = work.name
+    tags = {**provenance_tags(Path.cwd(), "train"), "stage": "train", "run_key": key, "model": cfg.model}
+    tracking = section(params, "tracking", TrackingConfig)
+    with make_tracker(tracking, Path.cwd(), f"train-{cfg.model}-{key[:8]}", dist.rank(), tags) as tracker:
+        tracker.log_params({"train": asdict(cfg), "preprocess": store.meta["config"]})
+        results = []
+        for fold in cfg.folds:
+            spec = split["folds"][fold]
+
+            def log_epoch(row: dict[str, float], fold: int = fold) -> None:
+                tracker.log_metrics(
+                    {f"fold{fold}/{k}": v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"])
+                )
+
+            results.append(
+                train_fold(store, spec["train"], spec["val"], cfg, work / f"fold{fold}", fold, log_epoch)
             )
+        if dist.is_main():
+            _publish(Path(args.out), work, cfg, results, tracker.run_id)
+            tracker.log_metrics({"val_dice_mean": sum(r.best_dice for r in results) / len(results)})
+            tracker.log_artifacts(Path(args.out) / "curves", "curves")
+            tracker.log_artifact(Path(args.out) / "metrics.json")
+            for r in results:
+                log.info(
+                    "fold %d: best validation Dice %.4f at epoch %d (%d epochs)",
+                    r.fold,
+                    r.best_dice,
+                    r.best_epoch,
+                    r.epochs_run,
+                )
     dist.shutdown()
     return 0
 

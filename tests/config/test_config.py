@@ -89,7 +89,7 @@ def test_console_script_dispatches_and_rejects_unknown(capsys: pytest.CaptureFix
     from pipeline.cli import main
 
     assert main(["nope"]) == 2
-    assert "unknown stage 'nope'" in capsys.readouterr().err
+    assert "unknown command 'nope'" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
         main(["split", "--help"])
     assert exc.value.code == 0

@@ -73,10 +73,12 @@ def _ran(out: str) -> list[str]:
 
 def test_repro_synthetic_then_only_changed_stage_reruns(project: Path) -> None:
     first = _run(project, "dvc", "repro")
-    assert _ran(first.stdout) == ["download", "preprocess", "validate", "split", "train", "evaluate"]
-    assert "evaluate: mean Dice" in first.stdout
+    stages = ["download", "preprocess", "validate", "split", "train", "evaluate", "register"]
+    assert _ran(first.stdout) == stages
+    assert "evaluate: mean Dice" in first.stdout and "register: deunet-cardiac v1" in first.stdout
     lock = yaml.safe_load((project / "dvc.lock").read_text())
-    assert set(lock["stages"]) == {"download", "preprocess", "validate", "split", "train", "evaluate"}
+    assert set(lock["stages"]) == set(stages)
+    assert json.loads((project / "data/registry/registration.json").read_text())["champion"] == "1"
     metrics = json.loads((project / "data/evaluation/metrics.json").read_text())
     assert metrics["n_patients"] == 1 and 0.0 <= metrics["mean_dice"] <= 1.0
     assert lock["stages"]["preprocess"]["params"]["params.yaml"]["preprocess.size"] == 32
@@ -89,17 +91,34 @@ def test_repro_synthetic_then_only_changed_stage_reruns(project: Path) -> None:
 
     assert _ran(_run(project, "dvc", "repro").stdout) == []  # nothing changed, nothing runs
 
+    # Fold 0 may hold the same patients under another seed: then the model, its evaluation and the
+    # registration are unchanged, and DVC rightly stops after evaluate.
     _set_params(project, split={"seed": 11})
-    assert _ran(_run(project, "dvc", "repro").stdout) == ["split", "train", "evaluate"]
+    assert _ran(_run(project, "dvc", "repro").stdout)[:3] == ["split", "train", "evaluate"]
     assert (project / "data/split/folds.json").read_bytes() != folds_before
 
-    _set_params(project, split={"seed": 0})  # back to the first seed: same bytes again
+    _set_params(project, train={"seed": 5})  # another model for sure
+    assert _ran(_run(project, "dvc", "repro").stdout) == ["train", "evaluate", "register"]
+    second = json.loads((project / "data/registry/registration.json").read_text())
+    assert second["version"] == "2"  # a new model: a new version, promoted only through the gate
+    assert second["champion"] == ("2" if second["decision"]["promoted"] else "1")
+    # Registering the same checkpoint again changes nothing (DVC may re-run or restore stages).
+    again = _run(project, "python", "-m", "stages.register")
+    assert "already registered: nothing changed" in again.stdout
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{project}/mlflow.db")
+    versions = client.search_model_versions("name = 'deunet-cardiac'")
+    assert sorted(str(v.version) for v in versions) == ["1", "2"]
+    assert client.get_model_version("deunet-cardiac", "2").tags["gate_compared_with"] == "1"
+
+    _set_params(project, split={"seed": 0}, train={"seed": 0})  # back to the first seeds: same bytes again
     _run(project, "dvc", "repro")
     assert (project / "data/split/folds.json").read_bytes() == folds_before
 
     # The manifest and patient table do not depend on the size: validate and split are not re-run.
     _set_params(project, preprocess={"size": 40})
-    assert _ran(_run(project, "dvc", "repro").stdout) == ["preprocess", "train", "evaluate"]
+    assert _ran(_run(project, "dvc", "repro").stdout)[:3] == ["preprocess", "train", "evaluate"]
     assert json.loads((project / "data/preprocessed/meta.json").read_text())["config"]["size"] == 40
 
 

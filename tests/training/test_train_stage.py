@@ -44,7 +44,8 @@ def _last_epoch(ckpt_root: Path) -> int:
 
 def test_killed_training_resumes_to_identical_weights(tiny_data: Path, tmp_path: Path) -> None:
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"train": TRAIN}))
+    tracking = {"tracking_uri": f"sqlite:///{tmp_path}/mlflow.db"}
+    params.write_text(yaml.safe_dump({"train": TRAIN, "tracking": tracking}))
 
     clean = _stage("train", params, *_train_args(tiny_data, tmp_path / "ck_clean", tmp_path / "out_clean"))
     assert clean.wait(600) == 0, clean.stdout.read() if clean.stdout else ""
@@ -76,7 +77,9 @@ def test_killed_training_resumes_to_identical_weights(tiny_data: Path, tmp_path:
     assert curves[0].startswith("epoch\ttrain_loss\tval_dice") and len(curves) == 1 + TRAIN["max_epochs"]
 
     # Evaluate the trained fold on its validation patients (whole cycle: the phantom labels every frame).
-    params.write_text(yaml.safe_dump({"train": TRAIN, "evaluate": {"overlays": 1, "batch_size": 16}}))
+    params.write_text(
+        yaml.safe_dump({"train": TRAIN, "tracking": tracking, "evaluate": {"overlays": 1, "batch_size": 16}})
+    )
     ev = _stage("evaluate", params, "--raw", tiny_data / "raw", "--split", tiny_data / "folds.json",
                 "--models", tmp_path / "out/models", "--out", tmp_path / "eval")  # fmt: skip
     out = ev.communicate(timeout=600)[0]
@@ -89,15 +92,30 @@ def test_killed_training_resumes_to_identical_weights(tiny_data: Path, tmp_path:
     figures = sorted(p.name for p in (tmp_path / "eval/figures").iterdir())
     assert "bland_altman_LV_EF.png" in figures and any(f.startswith("overlay_") for f in figures)
 
+    # Both stages logged to MLflow: per-epoch curves on the training run, held-out metrics linked to it.
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking["tracking_uri"])
+    train_run = client.get_run(metrics["mlflow_run_id"])
+    assert train_run.data.params["train.model"] == "unet" and train_run.data.tags["stage"] == "train"
+    history = client.get_metric_history(train_run.info.run_id, "fold0/val_dice")
+    assert [m.step for m in history] == list(range(killed_at + 1, TRAIN["max_epochs"] + 1))  # the resumed run
+    evaluation = client.search_runs([train_run.info.experiment_id], "tags.stage = 'evaluate'")
+    assert len(evaluation) == 1 and evaluation[0].data.tags["train_run_id"] == train_run.info.run_id
+    assert evaluation[0].data.metrics["mean_dice"] == pytest.approx(result["mean_dice"])
+    assert {a.path for a in client.list_artifacts(evaluation[0].info.run_id)} >= {"table1.md", "figures"}
+
 
 def test_checkpoint_of_another_radius_is_refused(tiny_data: Path, tmp_path: Path) -> None:
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"train": {**TRAIN, "max_epochs": 1}}))
+    params.write_text(yaml.safe_dump({"train": {**TRAIN, "max_epochs": 1}, "tracking": {"enabled": False}}))
     first = _stage("train", params, *_train_args(tiny_data, tmp_path / "ck", tmp_path / "out"))
     assert first.wait(600) == 0
     # Plant that checkpoint where a radius-2 run would resume from: it must be refused, not loaded.
     run_dir = next((tmp_path / "ck").iterdir())
-    params.write_text(yaml.safe_dump({"train": {**TRAIN, "max_epochs": 1, "radius": 2}}))
+    params.write_text(
+        yaml.safe_dump({"train": {**TRAIN, "max_epochs": 1, "radius": 2}, "tracking": {"enabled": False}})
+    )
     probe = _stage("train", params, *_train_args(tiny_data, tmp_path / "ck", tmp_path / "out2"))
     probe.wait(600)
     new_dir = next(p for p in (tmp_path / "ck").iterdir() if p != run_dir)
@@ -116,7 +134,7 @@ def test_checkpoint_of_another_radius_is_refused(tiny_data: Path, tmp_path: Path
 def test_torchrun_two_cpu_processes_gloo(tiny_data: Path, tmp_path: Path) -> None:
     """DDP with the gloo backend: both ranks train, only rank 0 writes the outputs."""
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"train": {**TRAIN, "max_epochs": 2}}))
+    params.write_text(yaml.safe_dump({"train": {**TRAIN, "max_epochs": 2}, "tracking": {"enabled": False}}))
     torchrun = Path(sys.executable).parent / "torchrun"
     cmd = [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "stages.train", "--params", str(params),
            *map(str, _train_args(tiny_data, tmp_path / "ck", tmp_path / "out"))]  # fmt: skip

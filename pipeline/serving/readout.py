@@ -1,0 +1,47 @@
+"""The clinical read-out of a segmented cine: volume curves, ED/ES frames and the ACDC indices.
+
+Shared by the HTTP model and the local CLI so both answer the same numbers for the same labels.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pipeline.evaluation.clinical import CLINICAL_KEYS, clinical_indices, phases_from_curves, volume_curves
+
+
+@dataclass(frozen=True)
+class Readout:
+    """Clinical read-out of one labelled cine.
+
+    Attributes:
+        curves: ``{"LV", "RV", "MYO"}`` -> (T,) volumes in ml.
+        ed_frame, es_frame: 0-based frames of max / min LV volume (0 when undefined).
+        indices: LV/RV EDV, ESV (ml), EF (%) and MYO_mass (g); NaN where undefined.
+        status: ``"ok"``, ``"single_frame"`` (3D input: no cycle, so no ED/ES) or ``"no_lv"``
+            (no LV voxel in any frame).
+    """
+
+    curves: dict[str, np.ndarray]
+    ed_frame: int
+    es_frame: int
+    indices: dict[str, float] = field(default_factory=dict)
+    status: str = "ok"
+
+
+def readout(labels: np.ndarray, spacing: Sequence[float]) -> Readout:
+    """Read out a ``(T, Z, Y, X)`` label cine (0 bg, 1 RV, 2 MYO, 3 LV) with ``(z, y, x)`` spacing in mm."""
+    curves = volume_curves(labels, spacing)
+    nan = dict.fromkeys(CLINICAL_KEYS, math.nan)
+    if labels.shape[0] < 2:
+        return Readout(curves, 0, 0, nan, "single_frame")
+    try:
+        ed, es = phases_from_curves(curves)
+    except ValueError:
+        return Readout(curves, 0, 0, nan, "no_lv")
+    raw = clinical_indices(labels[ed], labels[es], spacing)
+    return Readout(curves, ed, es, {k: float(raw[k]) for k in CLINICAL_KEYS}, "ok")

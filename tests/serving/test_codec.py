@@ -1,0 +1,105 @@
+"""NIfTI bytes <-> (T, Z, Y, X) arrays, in memory, and the requests the codec must refuse."""
+
+from __future__ import annotations
+
+import gzip
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from pipeline.serving.codec import RequestError, decode_nifti, encode_cine, encode_labels, gunzip_capped
+from tests.conftest import make_record
+
+
+def nifti_bytes(disk: np.ndarray, zooms: tuple[float, ...] | None = None) -> bytes:
+    img = nib.Nifti1Image(disk, np.eye(4))
+    if zooms is not None:
+        img.header.set_zooms(zooms)
+    return img.to_bytes()
+
+
+def test_round_trip_4d_gzip_and_plain() -> None:
+    record = make_record()
+    data = encode_cine(record.cine, record.affine)
+    assert data[:2] == b"\x1f\x8b"
+    cine, spacing, affine = decode_nifti(data)
+    assert cine.dtype == np.float32 and cine.shape == record.cine.shape == (6, 3, 20, 24)
+    np.testing.assert_array_equal(cine, record.cine)
+    assert spacing == pytest.approx(record.spacing)
+    np.testing.assert_allclose(affine, record.affine)
+    plain, _, _ = decode_nifti(gzip.decompress(data))
+    np.testing.assert_array_equal(plain, cine)
+
+
+def test_disk_order_is_x_y_z_t() -> None:
+    disk = np.arange(4 * 3 * 2 * 5, dtype=np.float32).reshape(4, 3, 2, 5)  # (X, Y, Z, T)
+    cine, spacing, _ = decode_nifti(nifti_bytes(disk, (1.25, 1.5, 8.0, 1.0)))
+    assert cine.shape == (5, 2, 3, 4)
+    assert cine[4, 1, 2, 3] == disk[3, 2, 1, 4]
+    assert spacing == (8.0, 1.5, 1.25)
+
+
+def test_3d_image_is_one_frame() -> None:
+    record = make_record()
+    cine, _, _ = decode_nifti(encode_cine(record.cine[2], record.affine))
+    assert cine.shape == (1, 3, 20, 24)
+    np.testing.assert_array_equal(cine[0], record.cine[2])
+
+
+def test_trailing_singleton_fifth_axis_is_dropped() -> None:
+    cine, _, _ = decode_nifti(nifti_bytes(np.ones((4, 3, 2, 5, 1), np.float32)))
+    assert cine.shape == (5, 2, 3, 4)
+
+
+def test_encode_labels_round_trip() -> None:
+    record = make_record()
+    assert record.cine_labels is not None
+    data = encode_labels(record.cine_labels, record.affine)
+    img = nib.Nifti1Image.from_bytes(gzip.decompress(data))
+    assert img.shape == (24, 20, 3, 6) and img.get_data_dtype() == np.uint8
+    np.testing.assert_allclose(img.affine, record.affine)
+    back, spacing, _ = decode_nifti(data)
+    np.testing.assert_array_equal(back.astype(np.uint8), record.cine_labels)
+    assert spacing == pytest.approx(record.spacing)
+
+
+@pytest.mark.parametrize(
+    ("payload", "match"),
+    [
+        (b"", "empty"),
+        (b"this is not an image" * 20, "not a NIfTI"),
+        (gzip.compress(b"this is not an image" * 20), "not a NIfTI"),
+        (nifti_bytes(np.ones((4, 3), np.float32)), "2D"),
+        (nifti_bytes(np.ones((4, 3, 2, 5, 2), np.float32)), "5D"),
+        (nifti_bytes(np.full((4, 3, 2), np.nan, np.float32)), "NaN"),
+        (nifti_bytes(np.ones((4, 3, 2), np.complex64)), "real number"),
+        (nifti_bytes(np.ones((4, 3, 2, 5), np.float32))[:400], "voxel data"),
+        (gzip.compress(nifti_bytes(np.ones((4, 3, 2), np.float32)))[:-12], "truncated"),
+    ],
+    ids=["empty", "junk", "gzip-junk", "2d", "5d", "nan", "complex", "truncated", "cut-gzip"],
+)
+def test_bad_payloads_raise_request_error(payload: bytes, match: str) -> None:
+    with pytest.raises(RequestError, match=match):
+        decode_nifti(payload)
+
+
+def test_gzip_bomb_is_refused_without_inflating_it() -> None:
+    bomb = gzip.compress(b"\0" * 50_000_000)  # ~50 KB that inflates to 50 MB
+    assert len(bomb) < 100_000
+    with pytest.raises(RequestError, match="larger than the limit of 1000000"):
+        decode_nifti(bomb, max_image_bytes=1_000_000)
+    with pytest.raises(RequestError, match="larger than the limit"):
+        gunzip_capped(bomb, 1_000_000)
+
+
+def test_header_declaring_huge_data_is_refused() -> None:
+    img = nib.Nifti1Image(np.ones((4, 3, 2), np.float32), np.eye(4))
+    img.header.set_data_shape((4000, 3000, 200))  # ~9.6 GB declared, a few bytes sent
+    with pytest.raises(RequestError, match="over the limit"):
+        decode_nifti(img.header.binaryblock + b"\0" * 400, max_image_bytes=10_000_000)
+
+
+def test_multi_member_gzip_is_one_stream() -> None:
+    data = gzip.compress(b"abc") + gzip.compress(b"def")
+    assert gunzip_capped(data, 100) == b"abcdef"

@@ -1,0 +1,264 @@
+"""The logged pyfunc behind the REAL ``mlflow models serve`` (SQLite registry, alias champion), and the
+local ``predict`` CLI. The server starts once per module (it takes ~10-30 s here)."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import gzip
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+import requests
+import torch
+from mlflow.tracking import MlflowClient
+from mlflow.tracking._tracking_service import utils as tracking_utils
+
+from pipeline.evaluation.clinical import clinical_indices, phases_from_curves, volume_curves
+from pipeline.inference.predict import Segmenter
+from pipeline.models import build_model
+from pipeline.serving import predict_cli
+from pipeline.serving.codec import decode_nifti, encode_cine
+from pipeline.serving.model_logging import log_pyfunc_model
+from pipeline.training.checkpoint import load_checkpoint, save_checkpoint
+from tests.conftest import make_record
+
+pytestmark = pytest.mark.slow
+
+MAX_REQUEST_BYTES = 200_000
+MODEL_NAME = "cine-seg-test"
+VENV_BIN = Path(sys.executable).parent
+START_TIMEOUT_S = 120
+
+
+@dataclass
+class Served:
+    url: str
+    proc: subprocess.Popen
+    checkpoint: Path
+    model_uri: str  # models:/<name>@champion
+    log: Path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+@contextlib.contextmanager
+def tracking_uri(uri: str) -> Iterator[None]:
+    old_uri, old_env = tracking_utils._tracking_uri, os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(old_uri)  # type: ignore[arg-type]
+        if old_env is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = old_env
+
+
+def cine_b64(cine: np.ndarray, affine: np.ndarray) -> str:
+    return base64.b64encode(encode_cine(cine, affine)).decode("ascii")
+
+
+def invoke(url: str, values: list, timeout: float = 60) -> requests.Response:
+    body = {"dataframe_split": {"columns": ["nifti"], "data": [[v] for v in values]}}
+    return requests.post(f"{url}/invocations", json=body, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    tmp = tmp_path_factory.mktemp("serving")
+    torch.manual_seed(0)
+    model = build_model("unet", radius=1, base_channels=4, depth=2)
+    checkpoint = tmp / "model.pt"
+    save_checkpoint(checkpoint, model, None, preprocess={"size": 32, "percentiles": [0.5, 99.5]})
+    uri = f"sqlite:///{tmp}/mlflow.db"
+    with tracking_uri(uri), torch_threads(1):
+        experiment = mlflow.create_experiment("serving", artifact_location=(tmp / "artifacts").as_uri())
+        with mlflow.start_run(experiment_id=experiment):
+            info = log_pyfunc_model(checkpoint, max_request_bytes=MAX_REQUEST_BYTES)
+        version = mlflow.register_model(info.model_uri, MODEL_NAME)
+        MlflowClient().set_registered_model_alias(MODEL_NAME, "champion", version.version)
+        model_uri = f"models:/{MODEL_NAME}@champion"
+
+        port, log = free_port(), tmp / "server.log"
+        env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}",
+               "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MLFLOW_DISABLE_TELEMETRY": "true",
+               "DO_NOT_TRACK": "1"}  # fmt: skip
+        cmd = [str(VENV_BIN / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local",
+               "-h", "127.0.0.1", "-p", str(port), "-w", "1"]  # fmt: skip
+        with log.open("wb") as sink:
+            proc = subprocess.Popen(cmd, env=env, stdout=sink, stderr=subprocess.STDOUT, cwd=tmp,
+                                    start_new_session=True)  # fmt: skip
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + START_TIMEOUT_S
+            while True:
+                if proc.poll() is not None:
+                    pytest.fail(f"server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+                with contextlib.suppress(requests.RequestException):
+                    if requests.get(f"{url}/ping", timeout=2).status_code == 200:
+                        break
+                if time.monotonic() > deadline:
+                    pytest.fail(f"server not up after {START_TIMEOUT_S} s:\n{log.read_text()[-3000:]}")
+                time.sleep(0.5)
+            yield Served(url, proc, checkpoint, model_uri, log)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=15)
+
+
+def local_labels(checkpoint: Path, cine: np.ndarray) -> np.ndarray:
+    with torch_threads(1):
+        return Segmenter.from_checkpoint(load_checkpoint(checkpoint), device="cpu").predict(cine)
+
+
+def test_server_answers_like_the_local_prediction(served: Served) -> None:
+    record = make_record()
+    start = time.perf_counter()
+    response = invoke(served.url, [cine_b64(record.cine, record.affine)])
+    latency = time.perf_counter() - start
+    assert response.status_code == 200, response.text
+    (row,) = response.json()["predictions"]
+
+    labels_http, spacing, affine = decode_nifti(base64.b64decode(row["labels_nifti"]))
+    expected = local_labels(served.checkpoint, record.cine)
+    np.testing.assert_array_equal(labels_http.astype(np.uint8), expected)
+    np.testing.assert_allclose(affine, record.affine)
+    assert spacing == pytest.approx(record.spacing)
+
+    curves = volume_curves(expected, record.spacing)
+    for name, column in (("LV", "lv_volume_ml"), ("RV", "rv_volume_ml"), ("MYO", "myo_volume_ml")):
+        np.testing.assert_allclose(json.loads(row[column]), curves[name], atol=1e-6)
+    if row["status"] == "ok":
+        ed, es = phases_from_curves(curves)
+        assert (row["ed_frame"], row["es_frame"]) == (ed, es)
+        indices = clinical_indices(expected[ed], expected[es], record.spacing)
+        for key in ("LV_EDV", "LV_ESV", "RV_EDV", "RV_ESV", "MYO_mass", "LV_EF", "RV_EF"):
+            assert row[key] == pytest.approx(indices[key], nan_ok=True), key
+    else:
+        assert row["status"] == "no_lv"
+    print(f"request latency {latency * 1000:.0f} ms for a {record.cine.shape} cine")
+
+
+def test_3d_request_is_one_frame_with_nan_indices(served: Served) -> None:
+    record = make_record()
+    response = invoke(served.url, [cine_b64(record.cine[0], record.affine)])
+    assert response.status_code == 200, response.text
+    (row,) = response.json()["predictions"]
+    assert row["status"] == "single_frame" and row["ed_frame"] == row["es_frame"] == 0
+    assert all(math.isnan(row[k]) for k in ("LV_EF", "LV_EDV", "RV_EF", "MYO_mass"))
+    assert len(json.loads(row["lv_volume_ml"])) == 1
+
+
+def _bad_requests() -> dict[str, object]:
+    small_2d = nib.Nifti1Image(np.ones((8, 8), np.float32), np.eye(4)).to_bytes()
+    big = np.random.default_rng(0).normal(size=(8, 4, 48, 48)).astype(np.float32)  # ~270 KB gzip > limit
+    return {
+        "not-base64": "this is *not* base64!",
+        "server-path": "/etc/passwd",
+        "base64-junk": base64.b64encode(b"hello, I am not an image" * 10).decode(),
+        "2d-nifti": base64.b64encode(small_2d).decode(),
+        "over-limit": cine_b64(big, np.eye(4)),
+        "gzip-bomb": base64.b64encode(gzip.compress(b"\0" * 20_000_000)).decode(),
+        "number": 42,
+    }
+
+
+@pytest.mark.parametrize("case", list(_bad_requests()))
+def test_bad_requests_get_4xx_with_a_message(served: Served, case: str) -> None:
+    response = invoke(served.url, [_bad_requests()[case]])
+    assert 400 <= response.status_code < 500, (response.status_code, response.text[:500])
+    body = response.json()
+    assert body.get("message"), body
+    assert "row 0: " in body["message"]  # our sentence, not MLflow's generic "unexpected error"
+    assert requests.get(f"{served.url}/ping", timeout=5).status_code == 200
+    print(f"{case}: {response.status_code} {body['error_code']} {body['message'][-200:]!r}")
+
+
+def test_not_json_and_wrong_column_get_4xx(served: Served) -> None:
+    response = requests.post(f"{served.url}/invocations", data=b"\x00\x01", timeout=30,
+                             headers={"Content-Type": "application/json"})  # fmt: skip
+    assert 400 <= response.status_code < 500
+    print(f"not-json: {response.status_code} {response.text[:300]!r}")
+    response = requests.post(f"{served.url}/invocations", timeout=30,
+                             json={"dataframe_split": {"columns": ["path"], "data": [["/etc/passwd"]]}})  # fmt: skip
+    assert 400 <= response.status_code < 500
+    print(f"wrong-column: {response.status_code} {response.text[:300]!r}")
+    assert requests.get(f"{served.url}/ping", timeout=5).status_code == 200
+
+
+def test_predict_cli_with_checkpoint_and_registry(served: Served, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    record = make_record()
+    source = tmp_path / "cine.nii.gz"
+    source.write_bytes(encode_cine(record.cine, record.affine, dtype=np.int16))
+    expected = local_labels(served.checkpoint, record.cine)
+
+    with torch_threads(1):
+        assert predict_cli.main(["--model", str(served.checkpoint), "--input", str(source),
+                                 "--out", str(tmp_path / "ckpt"), "--device", "cpu"]) == 0  # fmt: skip
+    assert "cine.nii.gz: 6 frame(s)" in capsys.readouterr().out
+    out = tmp_path / "ckpt"
+    img = nib.Nifti1Image.from_filename(out / "cine_labels.nii.gz")
+    assert img.shape == (24, 20, 3, 6)
+    np.testing.assert_allclose(img.affine, record.affine)
+    np.testing.assert_array_equal(np.transpose(np.asarray(img.dataobj), (3, 2, 1, 0)), expected)
+    table = pd.read_csv(out / "cine_volumes.csv")
+    assert list(table.columns) == ["frame", "LV_ml", "RV_ml", "MYO_ml"] and len(table) == 6
+    np.testing.assert_allclose(table["LV_ml"], volume_curves(expected, record.spacing)["LV"], atol=1e-5)
+    assert (out / "cine_volumes.png").stat().st_size > 1000
+    indices = json.loads((out / "cine_indices.json").read_text())
+    assert {"ed_frame", "es_frame", "LV_EF", "MYO_mass", "status"} <= set(indices)
+
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    with tracking_uri(f"sqlite:///{served.checkpoint.parent}/mlflow.db"), torch_threads(1):
+        assert predict_cli.main(["--model", served.model_uri, "--input", str(source),
+                                 "--out", str(tmp_path / "uri"), "--device", "cpu"]) == 0  # fmt: skip
+    assert os.environ.get("MLFLOW_TRACKING_URI") == uri
+    assert (tmp_path / "uri" / "cine_labels.nii.gz").read_bytes() == (out / "cine_labels.nii.gz").read_bytes()
+    assert (tmp_path / "uri" / "cine_indices.json").read_text() == (out / "cine_indices.json").read_text()
+
+
+def test_predict_cli_bad_input_names_the_file(served: Served, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    bad = tmp_path / "broken.nii.gz"
+    bad.write_bytes(b"not a nifti")
+    code = predict_cli.main(["--model", str(served.checkpoint), "--input", str(bad), "--out", str(tmp_path)])
+    assert code == 1
+    assert str(bad) in capsys.readouterr().err
+    missing = tmp_path / "missing.nii.gz"
+    assert predict_cli.main(["--model", str(served.checkpoint), "--input", str(missing),
+                             "--out", str(tmp_path)]) == 1  # fmt: skip
+    assert "missing" in capsys.readouterr().err
