@@ -24,7 +24,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"error: unknown command {name!r}; choose one of {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
-    module = importlib.import_module("pipeline.serving.predict_cli" if name == "predict" else f"stages.{name}")
+    module = importlib.import_module(
+        "pipeline.serving.predict_cli" if name == "predict" else f"stages.{name}"
+    )
     return int(module.main(rest))
 
 

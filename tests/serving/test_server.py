@@ -80,6 +80,8 @@ def tracking_uri(uri: str) -> Iterator[None]:
         mlflow.set_tracking_uri(old_uri)  # type: ignore[arg-type]
         if old_env is not None:
             os.environ["MLFLOW_TRACKING_URI"] = old_env
+        else:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 
 def cine_b64(cine: np.ndarray, affine: np.ndarray) -> str:

@@ -26,7 +26,9 @@ BIN = str(Path(sys.executable).parent)
 
 
 def _env() -> dict[str, str]:
-    return {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "DO_NOT_TRACK": "1", "DVC_NO_ANALYTICS": "1"}
+    # The project's own default tracking database, whatever an earlier test left in the environment.
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    return {**env, "PATH": f"{BIN}:{os.environ['PATH']}", "DO_NOT_TRACK": "1", "DVC_NO_ANALYTICS": "1"}
 
 
 def _run(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -1,0 +1,69 @@
+"""The register stage in-process on a real SQLite registry: first version becomes champion, the same
+checkpoint is not registered twice, and a registration that fails half-way leaves the registry as it was."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.models import build_model
+from pipeline.training.checkpoint import save_checkpoint
+from stages import register
+
+
+def _workspace(root: Path, seed: int, dice: float) -> None:
+    import torch
+
+    torch.manual_seed(seed)
+    models = root / "data/train/models"
+    models.mkdir(parents=True, exist_ok=True)
+    model = build_model("unet", radius=1, base_channels=4, depth=2)
+    save_checkpoint(models / "fold0.pt", model, None, preprocess={"size": 32, "percentiles": [0.5, 99.5]})
+    (root / "data/train/metrics.json").write_text(json.dumps({"folds": {"0": {"best_val_dice": 0.5}}}))
+    (root / "data/evaluation").mkdir(parents=True, exist_ok=True)
+    (root / "data/evaluation/metrics.json").write_text(json.dumps({"mean_dice": dice, "mean_hd": 3.0}))
+
+
+def test_register_gate_idempotence_and_rollback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlflow import MlflowClient
+
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv(
+        "MLFLOW_TRACKING_URI", uri
+    )  # mlflow.set_tracking_uri writes it; restored after the test
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"tracking": {"tracking_uri": uri}}))
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+    def versions() -> list[str]:
+        return sorted(str(v.version) for v in client.search_model_versions("name = 'deunet-cardiac'"))
+
+    _workspace(tmp_path, seed=0, dice=0.80)
+    assert register.main([]) == 0
+    record = json.loads((tmp_path / "data/registry/registration.json").read_text())
+    assert record["champion"] == "1" and record["decision"]["promoted"]
+    assert register.main([]) == 0  # same checkpoint: nothing new
+    assert versions() == ["1"]
+
+    _workspace(tmp_path, seed=1, dice=0.90)  # a better model, but moving the alias fails
+    real = MlflowClient.set_registered_model_alias
+
+    def fail_champion(self, name, alias, version):  # type: ignore[no-untyped-def]
+        if alias == "champion":
+            raise RuntimeError("registry went away")
+        return real(self, name, alias, version)
+
+    monkeypatch.setattr(MlflowClient, "set_registered_model_alias", fail_champion)
+    with pytest.raises(RuntimeError, match="registry went away"):
+        register.main([])
+    assert versions() == ["1"]  # the half-made version 2 was removed
+    assert str(client.get_model_version_by_alias("deunet-cardiac", "champion").version) == "1"
+
+    monkeypatch.setattr(MlflowClient, "set_registered_model_alias", real)
+    assert register.main([]) == 0
+    record = json.loads((tmp_path / "data/registry/registration.json").read_text())
+    assert record["champion"] == record["version"] != "1"
+    assert client.get_model_version("deunet-cardiac", record["version"]).tags["gate_decision"] == "promoted"
