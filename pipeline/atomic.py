@@ -21,19 +21,29 @@ def atomic_directory(target: Path | str) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
     try:
         yield tmp
-        old = None
-        if target.exists() or target.is_symlink():
-            old = target.parent / f".{target.name}.old-{os.getpid()}"
-            os.replace(target, old)
-        os.replace(tmp, target)
-        if old is not None:
-            if old.is_dir() and not old.is_symlink():
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                old.unlink()
+        _swap_into_place(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _swap_into_place(tmp: Path, target: Path) -> None:
+    """Move the finished ``tmp`` tree to ``target``, keeping the old target until that succeeded."""
+    old = tmp.with_name(tmp.name.replace(".tmp-", ".old-", 1))
+    had_old = target.exists() or target.is_symlink()
+    if had_old:
+        os.replace(target, old)
+    try:
+        os.replace(tmp, target)
+    except BaseException:
+        if had_old:
+            os.replace(old, target)
+        raise
+    if had_old:
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink()
 
 
 def atomic_write_text(path: Path | str, text: str) -> None:

@@ -16,21 +16,19 @@ import http.client
 import logging
 import os
 import re
-import shutil
 import stat
 import tarfile
-import tempfile
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
 import zlib
-from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
 
+from pipeline.atomic import atomic_directory
 from pipeline.errors import ChecksumError, DownloadError, UnsafeArchiveError
 
 log = logging.getLogger(__name__)
@@ -204,43 +202,12 @@ def _validate_zip(archive: Path, infos: list[zipfile.ZipInfo]) -> None:
             raise UnsafeArchiveError(f"{archive}: member {info.filename!r} is a device, fifo or special file")
 
 
-def _swap_into_place(tmp: Path, target: Path) -> None:
-    """Move the finished ``tmp`` tree to ``target``, keeping the old target until that succeeded."""
-    old = tmp.with_name(tmp.name.replace(".tmp-", ".old-", 1))
-    had_old = target.exists() or target.is_symlink()
-    if had_old:
-        os.replace(target, old)
-    try:
-        os.replace(tmp, target)
-    except BaseException:
-        if had_old:
-            os.replace(old, target)
-        raise
-    if had_old:
-        if old.is_dir() and not old.is_symlink():
-            shutil.rmtree(old)
-        else:
-            old.unlink()
-
-
 def _extract_tar(tar: tarfile.TarFile, members: list[tarfile.TarInfo], tmp: Path) -> None:
     """``extractall`` with ``filter="data"`` (Python 3.11.4+) as defence in depth on top of validation."""
     if hasattr(tarfile, "data_filter"):
         tar.extractall(tmp, members, filter="data")
     else:  # pragma: no cover - Python < 3.11.4
         tar.extractall(tmp, members)
-
-
-def _extract_atomically(target: Path, extract: Callable[[Path], object]) -> None:
-    """Run ``extract(tmp)`` into a hidden sibling of ``target``, then swap it in; clean up on failure."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
-    try:
-        extract(tmp)
-        _swap_into_place(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def safe_extract(archive: Path, target: Path) -> Path:
@@ -259,11 +226,13 @@ def safe_extract(archive: Path, target: Path) -> Path:
             with tarfile.open(archive) as tar:
                 members = tar.getmembers()
                 _validate_tar(archive, members)
-                _extract_atomically(target, lambda tmp: _extract_tar(tar, members, tmp))
+                with atomic_directory(target) as tmp:
+                    _extract_tar(tar, members, tmp)
         elif zipfile.is_zipfile(archive):
             with zipfile.ZipFile(archive) as zf:
                 _validate_zip(archive, zf.infolist())
-                _extract_atomically(target, zf.extractall)
+                with atomic_directory(target) as tmp:
+                    zf.extractall(tmp)
         else:
             raise DownloadError(f"{archive}: not a tar, tar.gz or zip archive")
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, OSError) as exc:
