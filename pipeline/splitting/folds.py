@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.atomic import atomic_write_text
 from pipeline.errors import ConfigError, DataError
 
 
@@ -82,10 +83,7 @@ def make_split(groups: dict[str, str], cfg: SplitConfig) -> dict[str, Any]:
 
 def write_split(split: dict[str, Any], path: Path) -> None:
     """Write the split as canonical JSON (sorted keys, fixed indentation) so equal splits are equal bytes."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(split, indent=1, sort_keys=True) + "\n")
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(split, indent=1, sort_keys=True) + "\n")
 
 
 def read_split(path: Path) -> dict[str, Any]:
