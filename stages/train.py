@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import shutil
@@ -12,34 +11,21 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from pipeline.atomic import atomic_directory
 from pipeline.config import section
+from pipeline.errors import DataError
 from pipeline.preprocessing.store import ClipStore
 from pipeline.splitting.folds import read_split
 from pipeline.tracking import TrackingConfig, make_tracker, provenance_tags
 from pipeline.training import distributed as dist
+from pipeline.training.runkey import run_key
 from pipeline.training.trainer import FoldResult, TrainConfig, train_fold
+from pipeline.tuning.config import TUNABLE
 from stages._common import parser, run
 
 log = logging.getLogger("stages.train")
-
-
-def _code_digest() -> str:
-    """Digest of the model and training code, so a code change never resumes an older run's checkpoints."""
-    root = Path(__file__).resolve().parents[1] / "pipeline"
-    digest = hashlib.sha256()
-    for path in sorted([*(root / "models").rglob("*.py"), *(root / "training").rglob("*.py")]):
-        digest.update(path.relative_to(root).as_posix().encode() + path.read_bytes())
-    return digest.hexdigest()
-
-
-def run_key(cfg: TrainConfig, store: ClipStore, split_path: Path) -> str:
-    """Identifies a training run: its params, the data it reads, the split and the code. Checkpoints of a
-    killed run with the same key are resumed; any change starts afresh in a new folder."""
-    blob = json.dumps(
-        [asdict(cfg), store.meta, split_path.read_text(), _code_digest()], sort_keys=True, default=str
-    )
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def _write_curves(path: Path, history: list[dict[str, float]]) -> None:
@@ -59,6 +45,8 @@ def _publish(out: Path, work: Path, cfg: TrainConfig, results: list[FoldResult],
         metrics = {
             "model": cfg.model,
             "radius": cfg.radius,
+            "lr": cfg.lr,
+            "batch_size": cfg.batch_size,
             "val_dice_mean": sum(r.best_dice for r in results) / len(results),
             "folds": {
                 str(r.fold): {
@@ -73,8 +61,26 @@ def _publish(out: Path, work: Path, cfg: TrainConfig, results: list[FoldResult],
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
 
 
+def tuned_overrides(path: Path) -> dict[str, Any]:
+    """The ``train`` overrides the tune stage wrote (empty when tuning is off or the file is absent)."""
+    if not path.is_file():
+        log.info("%s does not exist: training with params.yaml as it is", path)
+        return {}
+    try:
+        doc = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise DataError(path, f"not valid YAML ({exc}); re-run the tune stage") from None
+    overrides = doc.get("train") or {} if isinstance(doc, dict) else None
+    if not isinstance(overrides, dict) or set(overrides) - set(TUNABLE):
+        raise DataError(path, f"`train` must map a subset of {list(TUNABLE)} to values, got {overrides!r}")
+    if overrides:
+        log.info("tuned params from %s (study %s): %s", path, doc.get("study"), overrides)
+    return overrides
+
+
 def _main(args: argparse.Namespace, params: dict[str, Any]) -> int:
-    cfg = section(params, "train", TrainConfig)
+    overrides = tuned_overrides(Path(args.tuned))
+    cfg = section({"train": {**params.get("train", {}), **overrides}}, "train", TrainConfig)
     dist.init_from_env()
     store = ClipStore(args.store)
     split = read_split(Path(args.split))
@@ -88,7 +94,8 @@ def _main(args: argparse.Namespace, params: dict[str, Any]) -> int:
         shutil.rmtree(work)
     dist.barrier()
     key = work.name
-    tags = {**provenance_tags(Path.cwd(), "train"), "stage": "train", "run_key": key, "model": cfg.model}
+    tags = {**provenance_tags(Path.cwd(), "train"), "stage": "train", "run_key": key, "model": cfg.model,
+            **({"tuned": ",".join(sorted(overrides))} if overrides else {})}  # fmt: skip
     tracking = section(params, "tracking", TrackingConfig)
     with make_tracker(tracking, Path.cwd(), f"train-{cfg.model}-{key[:8]}", dist.rank(), tags) as tracker:
         tracker.log_params({"train": asdict(cfg), "preprocess": store.meta["config"]})
@@ -127,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--split", default="data/split/folds.json")
     p.add_argument("--checkpoints", default="data/checkpoints", help="resumable per-run checkpoints (kept)")
     p.add_argument("--out", default="data/train", help="models/foldK.pt, curves/foldK.tsv, metrics.json")
+    p.add_argument("--tuned", default="data/tune/best_params.yaml", help="the tune stage's train overrides")
     return run(_main, p, argv)
 
 

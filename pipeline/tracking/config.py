@@ -31,7 +31,7 @@ class TrackingConfig:
             raise ValueError("experiment must be a non-empty name")
 
 
-def _absolute_sqlite(uri: str, repo_root: Path) -> str:
+def absolute_sqlite_uri(uri: str, repo_root: Path) -> str:
     """``uri`` with a relative SQLite path made absolute against ``repo_root``; other URIs unchanged."""
     if not uri.startswith(SQLITE_PREFIX):
         return uri
@@ -56,7 +56,7 @@ def resolve_tracking_uri(cfg: TrackingConfig, repo_root: Path) -> str:
     uri = cfg.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None
     if uri is None:
         return f"{SQLITE_PREFIX}{repo_root / DEFAULT_DB_NAME}"
-    return _absolute_sqlite(uri, repo_root)
+    return absolute_sqlite_uri(uri, repo_root)
 
 
 def sqlite_path(uri: str) -> Path | None:

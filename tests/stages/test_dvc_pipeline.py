@@ -75,7 +75,7 @@ def _ran(out: str) -> list[str]:
 
 def test_repro_synthetic_then_only_changed_stage_reruns(project: Path) -> None:
     first = _run(project, "dvc", "repro")
-    stages = ["download", "preprocess", "validate", "split", "train", "evaluate", "register"]
+    stages = ["download", "preprocess", "validate", "split", "tune", "train", "evaluate", "register"]
     assert _ran(first.stdout) == stages
     assert "evaluate: mean Dice" in first.stdout and "register: deunet-cardiac v1" in first.stdout
     lock = yaml.safe_load((project / "dvc.lock").read_text())
@@ -96,11 +96,12 @@ def test_repro_synthetic_then_only_changed_stage_reruns(project: Path) -> None:
     # Fold 0 may hold the same patients under another seed: then the model, its evaluation and the
     # registration are unchanged, and DVC rightly stops after evaluate.
     _set_params(project, split={"seed": 11})
-    assert _ran(_run(project, "dvc", "repro").stdout)[:3] == ["split", "train", "evaluate"]
+    assert _ran(_run(project, "dvc", "repro").stdout)[:4] == ["split", "tune", "train", "evaluate"]
     assert (project / "data/split/folds.json").read_bytes() != folds_before
 
     _set_params(project, train={"seed": 5})  # another model for sure
-    assert _ran(_run(project, "dvc", "repro").stdout) == ["train", "evaluate", "register"]
+    # tune reads train.seed too (a study depends on it); with tuning off it only rewrites empty overrides
+    assert _ran(_run(project, "dvc", "repro").stdout) == ["tune", "train", "evaluate", "register"]
     second = json.loads((project / "data/registry/registration.json").read_text())
     assert second["version"] == "2"  # a new model: a new version, promoted only through the gate
     assert second["champion"] == ("2" if second["decision"]["promoted"] else "1")
@@ -120,8 +121,34 @@ def test_repro_synthetic_then_only_changed_stage_reruns(project: Path) -> None:
 
     # The manifest and patient table do not depend on the size: validate and split are not re-run.
     _set_params(project, preprocess={"size": 40})
-    assert _ran(_run(project, "dvc", "repro").stdout)[:3] == ["preprocess", "train", "evaluate"]
+    assert _ran(_run(project, "dvc", "repro").stdout)[:4] == ["preprocess", "tune", "train", "evaluate"]
     assert json.loads((project / "data/preprocessed/meta.json").read_text())["config"]["size"] == 40
+
+
+def test_tuning_prunes_and_its_best_params_reach_train(project: Path) -> None:
+    tune = {"enabled": True, "n_trials": 4, "epochs": 3, "lr": [1e-6, 1e-1], "radius": [0, 1, 2],
+            "startup_trials": 1, "warmup_epochs": 0}  # fmt: skip
+    _set_params(project, tune=tune)
+    first = _run(project, "dvc", "repro", "train")
+    assert _ran(first.stdout) == ["download", "preprocess", "validate", "split", "tune", "train"]
+    summary = json.loads((project / "data/tune/summary.json").read_text())
+    assert summary["n_complete"] + summary["n_pruned"] == 4 and summary["n_fail"] == 0
+    assert summary["n_pruned"] >= 1  # at least one bad trial was stopped early
+    best = yaml.safe_load((project / "data/tune/best_params.yaml").read_text())
+    assert best["tuned"] and set(best["train"]) == {"lr", "radius"}
+    assert best["train"] == summary["best_params"]
+    trained = json.loads((project / "data/train/metrics.json").read_text())
+    assert (trained["lr"], trained["radius"]) == (best["train"]["lr"], best["train"]["radius"])
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    assert lock["stages"]["train"]["params"]["data/tune/best_params.yaml"]["train"] == best["train"]
+    rows = (project / "data/tune/trials.tsv").read_text().splitlines()
+    assert len(rows) == 5 and rows[0].startswith("number\tstate\tlr\tradius")
+
+    assert _ran(_run(project, "dvc", "repro", "train").stdout) == []  # the study is done: nothing re-runs
+    _set_params(project, tune={"enabled": False})  # back to params.yaml's own lr and r
+    assert _ran(_run(project, "dvc", "repro", "train").stdout) == ["tune", "train"]
+    trained = json.loads((project / "data/train/metrics.json").read_text())
+    assert (trained["lr"], trained["radius"]) == (1e-3, 1)
 
 
 def test_failed_validation_stops_the_pipeline_with_a_report(project: Path) -> None:
