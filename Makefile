@@ -9,6 +9,7 @@ export DO_NOT_TRACK := true
 export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 export PREFECT_TELEMETRY_ENABLED := false
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
 .PHONY: install repro test lint typecheck bench clean
 

@@ -1,5 +1,6 @@
-"""The ``deunet`` console script: run any pipeline stage by name (``deunet preprocess --help``), or
-segment a cine file with ``deunet predict --model ... --input cine.nii.gz --out DIR``.
+"""The ``deunet`` console script: run any pipeline stage by name (``deunet preprocess --help``),
+segment a cine file with ``deunet predict --model ... --input cine.nii.gz --out DIR``, or run the
+Prefect flows with ``deunet flow run|retrain|serve``.
 
 DVC calls the stage modules directly (``python -m stages.<name>``); this entry point is the same code
 for people who run a stage by hand.
@@ -11,8 +12,10 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-STAGES = ("download", "preprocess", "validate", "split", "train", "evaluate", "register")
-COMMANDS = (*STAGES, "predict")
+STAGES = ("download", "preprocess", "validate", "split", "tune", "train", "evaluate", "register")
+# Commands that are not DVC stages, and the modules that implement them.
+EXTRA = {"predict": "pipeline.serving.predict_cli", "flow": "pipeline.orchestration.cli"}
+COMMANDS = (*STAGES, *EXTRA)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -24,9 +27,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"error: unknown command {name!r}; choose one of {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
-    module = importlib.import_module(
-        "pipeline.serving.predict_cli" if name == "predict" else f"stages.{name}"
-    )
+    module = importlib.import_module(EXTRA.get(name, f"stages.{name}"))
     return int(module.main(rest))
 
 
