@@ -32,6 +32,8 @@ LABELS = {0: "background", 1: "RV", 2: "MYO", 3: "LV"}
 STRUCTURES = {"RV": 1, "MYO": 2, "LV": 3}
 GROUPS = ("NOR", "DCM", "HCM", "MINF", "RV")
 PHASES = ("ED", "ES")
+# Largest image a header may declare: a 4D cine at 512x512x40x60 float32 is 2.3 GiB.
+MAX_NIFTI_BYTES = 8 * 2**30
 UNKNOWN_GROUP = "UNKNOWN"
 
 _REQUIRED_INFO_KEYS = ("ED", "ES", "NbFrame")
@@ -159,13 +161,17 @@ def load_nifti(path: Path, ndim: int | tuple[int, ...]) -> tuple[np.ndarray, np.
     """
     ndims = (ndim,) if isinstance(ndim, int) else ndim
     if not path.is_file():
-        raise DataError(path, "file is missing")
+        raise DataError(path, "is not a regular file (a folder?)" if path.exists() else "file is missing")
     try:
         img: Any = nib.load(str(path))
+        _check_declared_size(path, img)
         data = np.asanyarray(img.dataobj)
-    except (EOFError, zlib.error, OSError, ValueError, nib.filebasedimages.ImageFileError) as exc:
-        reason = "truncated or corrupt gzip stream" if isinstance(exc, EOFError | zlib.error) else str(exc)
-        raise DataError(path, f"cannot read NIfTI ({reason or type(exc).__name__})") from None
+    except DataError:
+        raise
+    except (EOFError, zlib.error) as exc:
+        raise DataError(path, f"cannot read NIfTI (truncated or corrupt gzip stream: {exc})") from None
+    except Exception as exc:
+        raise DataError(path, f"cannot read NIfTI ({type(exc).__name__}: {exc})") from None
     # A trailing singleton time axis is common in 3D files written by other tools.
     while data.ndim > max(ndims) and data.shape[-1] == 1:
         data = data[..., 0]
@@ -174,6 +180,22 @@ def load_nifti(path: Path, ndim: int | tuple[int, ...]) -> tuple[np.ndarray, np.
         raise DataError(path, f"expected a {want} image, got {data.ndim}D shape {tuple(data.shape)}")
     zooms = tuple(float(z) for z in img.header.get_zooms())
     return data, np.asarray(img.affine, dtype=np.float64), zooms
+
+
+def _check_declared_size(path: Path, img: Any) -> None:
+    """Refuse a header that declares more data than any cine has (a corrupt or hostile file) before
+    anything is allocated, and an uncompressed file shorter than its header says."""
+    shape = tuple(int(n) for n in img.header.get_data_shape())
+    nbytes = math.prod(shape) * img.header.get_data_dtype().itemsize
+    if nbytes > MAX_NIFTI_BYTES:
+        raise DataError(path, f"header declares a {shape} image of {nbytes / 2**30:.1f} GiB, more than the "
+                              f"{MAX_NIFTI_BYTES / 2**30:.0f} GiB limit (corrupt header?)")  # fmt: skip
+    if not path.name.endswith(".gz"):
+        expected = int(img.header.get_data_offset()) + nbytes
+        if path.stat().st_size < expected:
+            raise DataError(
+                path, f"truncated: the header declares {expected} bytes, the file has {path.stat().st_size}"
+            )
 
 
 def _check_finite(path: Path, data: np.ndarray) -> None:
@@ -229,6 +251,8 @@ def read_patient(folder: Path | str, *, with_cine_labels: bool = True) -> Patien
     files = patient_files(folder, patient_id, info)
     for key, path in files.items():
         if key != "cine_gt" and not path.is_file():
+            if path.exists():
+                raise DataError(path, "is not a regular file (a folder?); cannot read it")
             raise DataError(path, f"file is missing (patient folder {folder} is incomplete)")
 
     raw, affine, zooms = load_nifti(files["cine"], 4)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,10 @@ def manifest_rows(record: PatientRecord, folder: Path) -> list[dict[str, Any]]:
             "height_cm": record.info.height_cm,
             "weight_kg": record.info.weight_kg,
             "label_file": str(files[f"{phase}_gt"]),
+            # Content digest of the phase's image: the same image under two ids is a duplicate patient.
+            "image_sha1": hashlib.sha1(
+                np.ascontiguousarray(frame).tobytes(), usedforsecurity=False
+            ).hexdigest(),
         }
         for name, value in STRUCTURES.items():
             row[f"{name.lower()}_ml"] = float((lab == value).sum()) * voxel_ml

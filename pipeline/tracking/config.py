@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 SQLITE_PREFIX = "sqlite:///"
 DEFAULT_DB_NAME = "mlflow.db"
@@ -67,3 +68,17 @@ def sqlite_path(uri: str) -> Path | None:
     if not path or path.startswith(":memory:"):
         return None
     return Path(path)
+
+
+def redact_uri(uri: str) -> str:
+    """``uri`` with any password replaced by ``***`` (``postgresql://me:***@db/mlflow``), for logs,
+    error messages and output files: a tracking or storage URI may carry credentials."""
+    try:
+        parts = urlsplit(uri)
+        if parts.password is None:
+            return uri
+        host = parts.hostname or ""
+        netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+        return urlunsplit(parts._replace(netloc=netloc))
+    except ValueError:  # unparsable (a bad port, say): keep only the scheme
+        return uri.split("://", 1)[0] + "://***"

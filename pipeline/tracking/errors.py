@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pipeline.errors import PipelineError
+from pipeline.tracking.config import redact_uri
 
 FIX_HINT = (
     "set tracking.tracking_uri in params.yaml or the MLFLOW_TRACKING_URI variable to a usable store "
@@ -16,7 +17,7 @@ class TrackingError(PipelineError):
     def __init__(self, uri: str, problem: str) -> None:
         self.uri = uri
         self.problem = problem
-        super().__init__(f"MLflow tracking store {uri}: {problem}; {FIX_HINT}")
+        super().__init__(f"MLflow tracking store {redact_uri(uri)}: {problem}; {FIX_HINT}")
 
     def __reduce__(self):  # keep (uri, problem) when raised in a worker process
         return (type(self), (self.uri, self.problem))

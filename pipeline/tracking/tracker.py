@@ -21,7 +21,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pipeline.errors import DataError
-from pipeline.tracking.config import TrackingConfig, resolve_tracking_uri, sqlite_path
+from pipeline.tracking.config import TrackingConfig, redact_uri, resolve_tracking_uri, sqlite_path
 from pipeline.tracking.errors import TrackingError
 
 if TYPE_CHECKING:
@@ -115,6 +115,29 @@ def _check_sqlite(uri: str) -> None:
         raise TrackingError(uri, f"cannot open {path} as a SQLite database ({exc})") from exc
 
 
+_SERVER_DB_SCHEMES = ("postgresql", "mysql", "mssql")
+
+
+def _check_database_server(uri: str) -> None:
+    """Fail fast on a database server that does not answer: MLflow would retry it for ~100 s."""
+    if not uri.split("://", 1)[0].startswith(_SERVER_DB_SCHEMES):
+        return
+    from sqlalchemy import create_engine, text
+
+    connect_args = (
+        {"connect_timeout": int(_SQLITE_TIMEOUT_S * 2)} if uri.startswith(("postgresql", "mysql")) else {}
+    )
+    try:
+        engine = create_engine(uri, connect_args=connect_args)
+        try:
+            with engine.connect() as con:
+                con.execute(text("SELECT 1"))
+        finally:
+            engine.dispose()
+    except Exception as exc:  # driver missing, bad URL, refused, wrong credentials, unknown database
+        raise TrackingError(uri, f"cannot connect to the database ({_first_line(exc)})") from None
+
+
 def _artifact_location(uri: str) -> str | None:
     """Artifacts of a SQLite store go next to the database file (not under the current directory)."""
     path = sqlite_path(uri)
@@ -187,6 +210,7 @@ class Tracker:
         """
         uri = resolve_tracking_uri(cfg, repo_root)
         _check_sqlite(uri)
+        _check_database_server(uri)
         _quiet_mlflow()
         from mlflow.tracking import MlflowClient
 
@@ -210,7 +234,7 @@ class Tracker:
             all_tags[_PARENT_TAG] = parent_run_id
         with _guard(uri, f"starting run {run_name!r}"):
             run = client.create_run(experiment_id, run_name=run_name, tags=all_tags)
-        log.info("MLflow run %s (%s) started in %s", run_name, run.info.run_id, uri)
+        log.info("MLflow run %s (%s) started in %s", run_name, run.info.run_id, redact_uri(uri))
         return cls(client, uri, run.info.run_id, experiment_id)
 
     @property

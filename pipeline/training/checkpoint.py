@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +29,16 @@ def versions() -> dict[str, str]:
 
 def save_checkpoint(path: Path, model: SegmentationModel, optimizer: torch.optim.Optimizer | None = None,
                     **state: Any) -> None:  # fmt: skip
-    """Write ``path`` atomically with the model's name, config, weights and any extra ``state``."""
+    """Write ``path`` atomically with the model's name, config, weights and any extra ``state``.
+
+    A full disk or an unwritable folder raises DataError naming ``path``; the previous file at ``path``
+    (the last good checkpoint) is left as it was, and no temporary file stays behind.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(path, f"cannot create the checkpoint folder ({exc.strerror or exc})") from None
     payload = {
         "model_name": model.name,
         "model_config": dict(model.config),
@@ -43,6 +51,15 @@ def save_checkpoint(path: Path, model: SegmentationModel, optimizer: torch.optim
     try:
         torch.save(payload, tmp)
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:  # torch reports a failed write (disk full) as RuntimeError
+        tmp.unlink(missing_ok=True)
+        reason = (getattr(exc, "strerror", None) or str(exc).strip().splitlines()[-1])[:200]
+        try:
+            free = f"; {shutil.disk_usage(path.parent).free / 2**20:.1f} MiB free there"
+        except OSError:
+            free = ""
+        kept = "the previous checkpoint is kept" if path.exists() else "nothing was written"
+        raise DataError(path, f"cannot write checkpoint ({reason}{free}); {kept}") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

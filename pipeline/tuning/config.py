@@ -74,13 +74,3 @@ def resolve_storage(cfg: TuneConfig, repo_root: Path) -> str:
     if cfg.storage is None:
         return f"{SQLITE_PREFIX}{Path(repo_root).resolve() / DEFAULT_DB_NAME}"
     return absolute_sqlite_uri(cfg.storage, Path(repo_root).resolve())
-
-
-def redact(url: str) -> str:
-    """``url`` with any password replaced by ***, for logs and output files."""
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not an SQLAlchemy URL: show only its scheme
-        return url.split("://", 1)[0] + "://***"

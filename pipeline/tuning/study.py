@@ -26,9 +26,10 @@ from pipeline.errors import ConfigError, PipelineError
 from pipeline.preprocessing.store import ClipStore
 from pipeline.splitting.folds import read_split
 from pipeline.tracking import TrackingConfig, make_tracker
+from pipeline.tracking.config import redact_uri
 from pipeline.training.runkey import content_key
 from pipeline.training.trainer import TrainConfig, train_fold
-from pipeline.tuning.config import TUNABLE, TuneConfig, redact
+from pipeline.tuning.config import TUNABLE, TuneConfig
 
 if TYPE_CHECKING:
     import optuna
@@ -115,10 +116,10 @@ def _storage(url: str) -> optuna.storages.RDBStorage:
             return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=30, grace_period=120,
                               heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1))  # fmt: skip
     except (optuna.exceptions.StorageInternalError, ImportError, ValueError, OSError) as exc:
-        raise TuningError(f"{redact(url)}: cannot open the Optuna storage ({exc})") from None
+        raise TuningError(f"{redact_uri(url)}: cannot open the Optuna storage ({exc})") from None
     except Exception as exc:  # sqlalchemy errors: bad URL, server down, wrong credentials
         raise TuningError(
-            f"{redact(url)}: cannot open the Optuna storage ({type(exc).__name__}: {exc})"
+            f"{redact_uri(url)}: cannot open the Optuna storage ({type(exc).__name__}: {exc})"
         ) from None
 
 
@@ -217,7 +218,7 @@ def run_worker(spec: WorkerSpec) -> int:
                                   sampler=_sampler(spec.tune, spec.worker), pruner=_pruner(spec.tune))  # fmt: skip
     except KeyError:
         raise TuningError(
-            f"{redact(spec.storage)}: no study {spec.study_name!r}; start it with `dvc repro tune` first"
+            f"{redact_uri(spec.storage)}: no study {spec.study_name!r}; start it with `dvc repro tune` first"
         ) from None
     remaining = spec.tune.n_trials - _finished(study)
     if remaining <= 0:
@@ -305,13 +306,13 @@ def run_study(spec: WorkerSpec, tracking_tags: dict[str, Any] | None = None) -> 
         parent.log_params({"tune": asdict(spec.tune), "train": asdict(spec.train)})
         study = _create_study(spec, parent.run_id)
         already = _finished(study)
-        log.info("study %s in %s: %d of %d trials finished", spec.study_name, redact(spec.storage), already,
+        log.info("study %s in %s: %d of %d trials finished", spec.study_name, redact_uri(spec.storage), already,
                  spec.tune.n_trials)  # fmt: skip
         if spec.tune.workers == 1:
             run_worker(spec)
         else:
             _run_workers(spec)
-        result = summarise(study, redact(spec.storage), parent.run_id)
+        result = summarise(study, redact_uri(spec.storage), parent.run_id)
         parent.log_metrics(
             {"best_val_dice": result.best_value, **{f"n_{k}": v for k, v in result.counts.items()}}
         )

@@ -23,9 +23,11 @@ COLUMNS = [
     "patient", "group", "phase", "frame", "nb_frames", "cine_frames", "slices", "rows", "cols",
     "label_slices", "label_rows", "label_cols", "spacing_z_mm", "spacing_y_mm", "spacing_x_mm",
     "label_min", "label_max", "intensity_min", "intensity_max", "intensity_finite",
-    "height_cm", "weight_kg", "label_file", "rv_ml", "myo_ml", "lv_ml",
+    "height_cm", "weight_kg", "label_file", "image_sha1", "rv_ml", "myo_ml", "lv_ml",
 ]  # fmt: skip
 ID_COLUMNS = ["patient", "phase"]
+# The same image under two patient ids (a copied patient) would leak between training and validation.
+DUPLICATE_COLUMNS = ["image_sha1", "phase"]
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,7 @@ def build_expectations(cfg: ValidateConfig) -> list[Any]:
     ]
     exps += [
         gxe.ExpectCompoundColumnsToBeUnique(column_list=ID_COLUMNS),
+        gxe.ExpectCompoundColumnsToBeUnique(column_list=DUPLICATE_COLUMNS),
         gxe.ExpectColumnValuesToBeInSet(column="phase", value_set=list(PHASES)),
         gxe.ExpectColumnValuesToBeInSet(column="group", value_set=[*GROUPS, UNKNOWN_GROUP]),
         gxe.ExpectColumnValuesToBeInSet(column="label_min", value_set=list(LABELS)),

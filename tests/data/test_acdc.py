@@ -164,6 +164,15 @@ def test_missing_file(patient_dir: Path, name: str) -> None:
         read_patient(patient_dir)
 
 
+@pytest.mark.parametrize("name", ["patient001_4d.nii.gz", "patient001_frame01_gt.nii.gz", "Info.cfg"])
+def test_unreadable_file_is_named(patient_dir: Path, name: str) -> None:
+    # Running as root, permission bits do not stop a read: a folder where the file must be does.
+    (patient_dir / name).unlink()
+    (patient_dir / name).mkdir()
+    with pytest.raises(DataError, match=re.escape(name) + r": (is not a regular file|cannot read Info.cfg)"):
+        read_patient(patient_dir)
+
+
 def test_list_patients_errors(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="dataset folder is missing"):
         list_patients(tmp_path / "nope")

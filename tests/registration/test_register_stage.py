@@ -67,3 +67,49 @@ def test_register_gate_idempotence_and_rollback(tmp_path: Path, monkeypatch: pyt
     record = json.loads((tmp_path / "data/registry/registration.json").read_text())
     assert record["champion"] == record["version"] != "1"
     assert client.get_model_version("deunet-cardiac", record["version"]).tags["gate_decision"] == "promoted"
+
+
+def test_locked_or_unreachable_store_fails_with_a_message_and_changes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sqlite3
+
+    from mlflow import MlflowClient
+
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"tracking": {"tracking_uri": uri}}))
+    _workspace(tmp_path, seed=0, dice=0.80)
+    assert register.main([]) == 0
+    record = (tmp_path / "data/registry/registration.json").read_bytes()
+
+    _workspace(tmp_path, seed=1, dice=0.95)  # a better model arrives while another process holds the lock
+    holder = sqlite3.connect(tmp_path / "mlflow.db", isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        assert register.main([]) == 1
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    err = capsys.readouterr().err
+    assert (
+        f"error: MLflow tracking store {uri}: cannot open {tmp_path}/mlflow.db as a SQLite database (database is locked)"
+        in err
+    )
+    assert (
+        tmp_path / "data/registry/registration.json"
+    ).read_bytes() == record  # the stage's output as it was
+
+    # An unreachable tracking server: the same one-line error, no retry storm.
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    down = "http://127.0.0.1:9"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"tracking": {"tracking_uri": down}}))
+    assert register.main([]) == 1
+    assert f"error: MLflow tracking store {down}: " in capsys.readouterr().err
+    assert (tmp_path / "data/registry/registration.json").read_bytes() == record
+
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    assert [str(v.version) for v in client.search_model_versions("name = 'deunet-cardiac'")] == ["1"]
+    assert str(client.get_model_version_by_alias("deunet-cardiac", "champion").version) == "1"

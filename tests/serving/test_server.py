@@ -43,6 +43,9 @@ MAX_REQUEST_BYTES = 200_000
 MODEL_NAME = "cine-seg-test"
 VENV_BIN = Path(sys.executable).parent
 START_TIMEOUT_S = 120
+# uvicorn answers 503 beyond this many concurrent requests (README: UVICORN_LIMIT_CONCURRENCY), which
+# together with the request size limit bounds the server's memory.
+LIMIT_CONCURRENCY = 4
 
 
 @dataclass
@@ -112,7 +115,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         port, log = free_port(), tmp / "server.log"
         env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}",
                "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MLFLOW_DISABLE_TELEMETRY": "true",
-               "DO_NOT_TRACK": "1"}  # fmt: skip
+               "DO_NOT_TRACK": "1", "UVICORN_LIMIT_CONCURRENCY": str(LIMIT_CONCURRENCY)}  # fmt: skip
         cmd = [str(VENV_BIN / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local",
                "-h", "127.0.0.1", "-p", str(port), "-w", "1"]  # fmt: skip
         with log.open("wb") as sink:
@@ -186,12 +189,19 @@ def test_3d_request_is_one_frame_with_nan_indices(served: Served) -> None:
 
 def _bad_requests() -> dict[str, object]:
     small_2d = nib.Nifti1Image(np.ones((8, 8), np.float32), np.eye(4)).to_bytes()
+    five_d = nib.Nifti1Image(np.ones((8, 8, 2, 3, 2), np.float32), np.eye(4)).to_bytes()
+    complex_cine = nib.Nifti1Image(np.ones((8, 8, 2, 3), np.complex64), np.eye(4)).to_bytes()
+    nan_cine = np.ones((3, 2, 8, 8), np.float32)
+    nan_cine[0, 0, 0, 0] = np.nan
     big = np.random.default_rng(0).normal(size=(8, 4, 48, 48)).astype(np.float32)  # ~270 KB gzip > limit
     return {
         "not-base64": "this is *not* base64!",
         "server-path": "/etc/passwd",
         "base64-junk": base64.b64encode(b"hello, I am not an image" * 10).decode(),
         "2d-nifti": base64.b64encode(small_2d).decode(),
+        "5d-nifti": base64.b64encode(five_d).decode(),
+        "complex-dtype": base64.b64encode(complex_cine).decode(),
+        "nan-voxels": cine_b64(nan_cine, np.eye(4)),
         "over-limit": cine_b64(big, np.eye(4)),
         "gzip-bomb": base64.b64encode(gzip.compress(b"\0" * 20_000_000)).decode(),
         "number": 42,
@@ -219,6 +229,41 @@ def test_not_json_and_wrong_column_get_4xx(served: Served) -> None:
     assert 400 <= response.status_code < 500
     print(f"wrong-column: {response.status_code} {response.text[:300]!r}")
     assert requests.get(f"{served.url}/ping", timeout=5).status_code == 200
+
+
+def _server_rss_mb(proc: subprocess.Popen) -> float:
+    import psutil
+
+    root = psutil.Process(proc.pid)
+    return sum(p.memory_info().rss for p in [root, *root.children(recursive=True)]) / 2**20
+
+
+def test_a_burst_of_concurrent_requests_succeeds_or_gets_503_and_memory_stays_bounded(served: Served) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    record = make_record(t=6, z=3, y=40, x=40)
+    payload = cine_b64(record.cine, record.affine)
+    assert invoke(served.url, [payload]).status_code == 200  # warm: the model is loaded
+    before = _server_rss_mb(served.proc)
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        codes = list(pool.map(lambda _: invoke(served.url, [payload], timeout=120).status_code, range(32)))
+    after = _server_rss_mb(served.proc)
+    print(
+        f"burst of 32 (16 at a time, limit {LIMIT_CONCURRENCY}): {sorted(codes)}; RSS {before:.0f} -> {after:.0f} MB"
+    )
+    assert set(codes) <= {200, 503}, codes  # every request is answered or cleanly refused
+    assert codes.count(200) >= 1 and codes.count(503) >= 1  # the limit is real and service continues
+    assert after - before < 300, (before, after)  # bounded: at most LIMIT_CONCURRENCY requests in memory
+    assert invoke(served.url, [payload]).status_code == 200  # and it keeps serving afterwards
+
+
+def test_server_listens_on_loopback_only(served: Served) -> None:
+    import psutil
+
+    root = psutil.Process(served.proc.pid)
+    listening = [c.laddr for p in [root, *root.children(recursive=True)] for c in p.net_connections("inet")
+                 if c.status == psutil.CONN_LISTEN]  # fmt: skip
+    assert listening and {addr.ip for addr in listening} == {"127.0.0.1"}, listening
 
 
 def test_predict_cli_with_checkpoint_and_registry(served: Served, tmp_path: Path,

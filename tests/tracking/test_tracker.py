@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
@@ -166,3 +167,31 @@ def test_tracking_section_is_typed_and_checked() -> None:
         section({"tracking": {"tracking_url": "x"}}, "tracking", TrackingConfig)
     with pytest.raises(ConfigError, match="experiment"):
         section({"tracking": {"experiment": " "}}, "tracking", TrackingConfig)
+
+
+def test_unreachable_database_fails_fast_and_never_shows_the_password(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import time
+
+    from pipeline.tracking.config import redact_uri
+
+    uri = "postgresql://me:s3cret@127.0.0.1:9/mlflow"
+    start = time.monotonic()
+    with caplog.at_level(logging.DEBUG), pytest.raises(TrackingError) as info:
+        make_tracker(TrackingConfig(tracking_uri=uri), Path("."), "run", 0, {})
+    assert "postgresql://me:***@127.0.0.1:9/mlflow: cannot connect to the database" in str(info.value)
+    assert time.monotonic() - start < 60  # not MLflow's ~100 s of retries
+    assert "s3cret" not in str(info.value) and "s3cret" not in caplog.text
+    assert redact_uri("http://bot:tok3n@mlflow.example:5000/") == "http://bot:***@mlflow.example:5000/"
+    assert redact_uri("sqlite:////repo/mlflow.db") == "sqlite:////repo/mlflow.db"
+
+
+def test_the_run_log_line_shows_no_credentials(store, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
+    # The same logging path as a real store: the URI is logged redacted when a run starts.
+    _, _, client = store
+    experiment_id = client.get_experiment_by_name("tests").experiment_id
+    with caplog.at_level(logging.INFO, logger="pipeline.tracking.tracker"):
+        run = Tracker._create(client, "postgresql://me:s3cret@db/mlflow", experiment_id, "r", {}, None)
+    run.end()
+    assert "started in postgresql://me:***@db/mlflow" in caplog.text and "s3cret" not in caplog.text

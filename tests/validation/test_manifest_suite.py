@@ -67,6 +67,20 @@ def test_shape_disagreement_and_non_finite(good: pd.DataFrame) -> None:
     assert failed["expect_column_values_to_be_in_set:intensity_finite"] == ["patient003 ES"]
 
 
+def test_same_images_under_two_patient_ids_are_reported(good: pd.DataFrame) -> None:
+    copied = good[good["patient"] == "patient002"].assign(patient="patient009", label_file="raw/patient009/x")
+    report = validate_manifest(pd.concat([good, copied], ignore_index=True), ValidateConfig())
+    assert not report.success
+    (check,) = report.failures
+    assert check["kwargs"]["column_list"] == ["image_sha1", "phase"]
+    assert sorted(check["failing_rows"]) == [
+        "patient002 ED",
+        "patient002 ES",
+        "patient009 ED",
+        "patient009 ES",
+    ]
+
+
 def test_schema_change_is_reported(good: pd.DataFrame) -> None:
     bad = good.drop(columns=["spacing_z_mm"])
     report = validate_manifest(bad, ValidateConfig())
