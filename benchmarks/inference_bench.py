@@ -1,0 +1,211 @@
+"""Speed and memory per model: whole-cine inference and training throughput.
+
+Inference: one 4D cine (default 30 frames x 10 slices at 256 x 256) through ``Segmenter.predict``, i.e.
+everything a served request does after decoding: intensity normalisation, resizing, clip building,
+batched inference, mapping the probabilities back and the argmax. Variants: batch sizes, channels_last,
+torch.compile, and bf16 autocast on CUDA. DeU-Net's time is also given as a ratio to U-Net's from the
+same run. Training: clips/s of forward + backward + Adam step at the given size and batch, with the peak
+memory (CUDA: ``max_memory_allocated``; CPU: the peak RSS of a fresh process per model).
+
+Each (model, variant) runs in a fresh spawned process, so peak RSS and compile caches do not leak
+between measurements. Models are untrained (random weights): the time does not depend on the weights.
+
+    python -m benchmarks.inference_bench --device cpu --threads 2 --models unet deunet
+    python -m benchmarks.inference_bench --device cuda --batch 32 64 128 --compile --train
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import platform
+import resource
+import statistics
+import sys
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from pipeline.models import DiceCELoss, available_models, build_model
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _peak_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _base_mb(device: torch.device) -> float:
+    """Memory in use before the model exists (CPU: this process's RSS after its imports)."""
+    if device.type == "cuda":
+        return torch.cuda.memory_allocated(device) / 2**20
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def _model(name: str, args: argparse.Namespace, device: torch.device, channels_last: bool) -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = build_model(name, radius=args.radius, **json.loads(args.model_args)).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def infer_job(job: dict[str, Any]) -> dict[str, Any]:
+    """One (model, batch, variant) inference measurement, in its own process."""
+    from pipeline.inference.predict import Segmenter
+
+    args = argparse.Namespace(**job["args"])
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    base = _base_mb(device)
+    model = _model(job["model"], args, device, job["channels_last"])
+    seg = Segmenter(model, size=args.size, device=device, batch_size=job["batch"], bf16=job["bf16"])
+    if job["compile"]:
+        seg.model = torch.compile(seg.model, dynamic=False)  # type: ignore[assignment]
+    rng = np.random.default_rng(0)
+    cine = rng.normal(100, 30, (args.frames, args.slices, args.size, args.size)).astype(np.float32)
+    for _ in range(args.warmup):
+        seg.predict(cine)
+    _sync(device)
+    times = []
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        seg.predict(cine)
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return {**job, "args": None, "seconds": statistics.median(times), "all_seconds": times,
+            "peak_mb": _peak_mb(device), "base_mb": base}  # fmt: skip
+
+
+def train_job(job: dict[str, Any]) -> dict[str, Any]:
+    """Training throughput (clips/s) and peak memory of one model, in its own process."""
+    args = argparse.Namespace(**job["args"])
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    base = _base_mb(device)
+    model = _model(job["model"], args, device, False).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=2e-4)
+    loss_fn = DiceCELoss()
+    b, t = args.train_batch, 2 * args.radius + 1
+    clips = torch.randn(b, t, args.size, args.size, device=device)
+    labels = torch.randint(0, 4, (b, args.size, args.size), device=device)
+    bf16 = device.type == "cuda"
+
+    def step() -> None:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            logits = model(clips)
+        loss = loss_fn(logits.float(), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    for _ in range(args.warmup):
+        step()
+    _sync(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    start = time.perf_counter()
+    for _ in range(args.train_steps):
+        step()
+    _sync(device)
+    seconds = time.perf_counter() - start
+    return {**job, "args": None, "clips_per_s": b * args.train_steps / seconds, "peak_mb": _peak_mb(device),
+            "base_mb": base}  # fmt: skip
+
+
+def _run(target: Any, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    ctx = mp.get_context("spawn")
+    results = []
+    for job in jobs:
+        with ctx.Pool(1, maxtasksperchild=1) as pool:
+            result = pool.apply(target, (job,))
+        results.append(result)
+        print(json.dumps({k: v for k, v in result.items() if k not in ("args", "all_seconds")}), flush=True)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--models", nargs="+", default=available_models(), choices=available_models())
+    p.add_argument("--model-args", default='{"base_channels": 32, "depth": 4}', help="JSON constructor args")
+    p.add_argument("--radius", type=int, default=1)
+    p.add_argument("--frames", type=int, default=30)
+    p.add_argument("--slices", type=int, default=10)
+    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--batch", type=int, nargs="+", default=[32])
+    p.add_argument("--channels-last", action="store_true", help="also measure channels_last")
+    p.add_argument("--compile", action="store_true", help="also measure torch.compile")
+    p.add_argument(
+        "--no-bf16", action="store_true", help="CUDA: also measure fp32 (bf16 autocast is the default)"
+    )
+    p.add_argument("--train", action="store_true", help="also measure training throughput and peak memory")
+    p.add_argument("--train-batch", type=int, default=12)
+    p.add_argument("--train-steps", type=int, default=10)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--json", default=None, help="write all results here")
+    args = p.parse_args(argv)
+    cuda = args.device.startswith("cuda")
+    print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, device {args.device}"
+          + (f" ({torch.cuda.get_device_name()})" if cuda else f", {args.threads or torch.get_num_threads()} threads"))  # fmt: skip
+    variants = [{"channels_last": False, "compile": False, "bf16": cuda}]
+    if args.channels_last:
+        variants.append({**variants[0], "channels_last": True})
+    if args.compile:
+        variants.append({**variants[0], "compile": True})
+    if cuda and args.no_bf16:
+        variants.append({**variants[0], "bf16": False})
+    jobs = [
+        {"model": m, "batch": b, **v, "args": vars(args)}
+        for v in variants
+        for b in args.batch
+        for m in args.models
+    ]
+    results = _run(infer_job, jobs)
+
+    print(f"\n## Inference: one cine of {args.frames} x {args.slices} x {args.size} x {args.size}, "
+          f"r = {args.radius}, {args.model_args}\n")  # fmt: skip
+    print("| model | batch | channels_last | compile | bf16 | s per cine | peak MB (before model) |")
+    print("|---|---:|:---:|:---:|:---:|---:|---:|")
+    for r in results:
+        print(f"| {r['model']} | {r['batch']} | {r['channels_last']} | {r['compile']} | {r['bf16']} | "
+              f"{r['seconds']:.3f} | {r['peak_mb']:.0f} ({r['base_mb']:.0f}) |")  # fmt: skip
+    for v in variants:
+        for b in args.batch:
+            same = {
+                r["model"]: r["seconds"] for r in results if r["batch"] == b and all(r[k] == v[k] for k in v)
+            }
+            if "unet" in same and "deunet" in same:
+                print(f"\nDeU-Net / U-Net ({v}, batch {b}): {same['deunet'] / same['unet']:.2f}x")
+    train = []
+    if args.train:
+        train = _run(train_job, [{"model": m, "args": vars(args)} for m in args.models])
+        print(
+            f"\n## Training: batch {args.train_batch} at {args.size} x {args.size}, {args.train_steps} steps\n"
+        )
+        print("| model | clips/s | peak MB (before model) |")
+        print("|---|---:|---:|")
+        for r in train:
+            print(f"| {r['model']} | {r['clips_per_s']:.1f} | {r['peak_mb']:.0f} ({r['base_mb']:.0f}) |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"inference": results, "train": train}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
