@@ -52,24 +52,27 @@ def _base_mb(device: torch.device) -> float:
     return psutil.Process().memory_info().rss / 2**20
 
 
-def _model(name: str, args: argparse.Namespace, device: torch.device, channels_last: bool) -> torch.nn.Module:
+def _setup(
+    job: dict[str, Any], channels_last: bool
+) -> tuple[argparse.Namespace, torch.device, float, torch.nn.Module]:
+    """In the job's process: threads, device, the memory in use before the model, and the model."""
+    args = argparse.Namespace(**job["args"])
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    base = _base_mb(device)
     torch.manual_seed(0)
-    model = build_model(name, radius=args.radius, **json.loads(args.model_args)).to(device)
+    model = build_model(job["model"], radius=args.radius, **json.loads(args.model_args)).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    return model
+    return args, device, base, model
 
 
 def infer_job(job: dict[str, Any]) -> dict[str, Any]:
     """One (model, batch, variant) inference measurement, in its own process."""
     from pipeline.inference.predict import Segmenter
 
-    args = argparse.Namespace(**job["args"])
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    base = _base_mb(device)
-    model = _model(job["model"], args, device, job["channels_last"])
+    args, device, base, model = _setup(job, job["channels_last"])
     seg = Segmenter(model, size=args.size, device=device, batch_size=job["batch"], bf16=job["bf16"])
     if job["compile"]:
         seg.model = torch.compile(seg.model, dynamic=False)  # type: ignore[assignment]
@@ -90,12 +93,8 @@ def infer_job(job: dict[str, Any]) -> dict[str, Any]:
 
 def train_job(job: dict[str, Any]) -> dict[str, Any]:
     """Training throughput (clips/s) and peak memory of one model, in its own process."""
-    args = argparse.Namespace(**job["args"])
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    base = _base_mb(device)
-    model = _model(job["model"], args, device, False).train()
+    args, device, base, model = _setup(job, False)
+    model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=2e-4)
     loss_fn = DiceCELoss()
     b, t = args.train_batch, 2 * args.radius + 1

@@ -21,18 +21,23 @@ from pipeline.errors import ConfigError
 T = TypeVar("T")
 
 
-def load_params(path: Path | str = "params.yaml") -> dict[str, Any]:
-    """Load params.yaml as a plain dict (the only place the file is parsed)."""
+def read_yaml_mapping(path: Path | str, what: str, missing_hint: str = "") -> dict[str, Any]:
+    """The mapping at the top of the YAML file ``path``; ConfigError naming the file otherwise."""
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text())
     except FileNotFoundError:
-        raise ConfigError(f"{path}: params file is missing") from None
+        raise ConfigError(f"{path}: {what} is missing{missing_hint}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+        raise ConfigError(f"{path}: expected a mapping at the top level")
     return data
+
+
+def load_params(path: Path | str = "params.yaml") -> dict[str, Any]:
+    """Load params.yaml as a plain dict (the only place the file is parsed)."""
+    return read_yaml_mapping(path, "params file")
 
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:

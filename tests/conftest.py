@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from pipeline.data.acdc import PatientInfo, PatientRecord, affine_from_spacing, write_patient
 from pipeline.data.phantom import PhantomConfig, generate_dataset
@@ -148,3 +149,38 @@ def postgres_db(postgres_url: str, request: pytest.FixtureRequest) -> Callable[[
         return f"{postgres_url}/{name}"
 
     return make
+
+
+# A tiny synthetic pipeline (5 phantom patients, a 4-channel U-Net, 2 epochs): end-to-end runs in ~1 min.
+TINY_PIPELINE_PARAMS: dict[str, dict] = {
+    "download": {"synthetic": {"n_patients": 5, "matrix": [48, 48], "n_frames": [8, 10], "n_slices": [4, 5]}},
+    "preprocess": {"size": 32},
+    "train": {
+        "model": "unet",
+        "model_args": {"base_channels": 4, "depth": 2},
+        "max_epochs": 2,
+        "batch_size": 8,
+    },
+    "evaluate": {"overlays": 1},
+}
+
+
+def set_params(project: Path, **sections: dict) -> None:
+    """Update sections of ``project``/params.yaml (created if absent)."""
+    path = project / "params.yaml"
+    params = yaml.safe_load(path.read_text()) if path.exists() else {}
+    for name, values in sections.items():
+        params.setdefault(name, {}).update(values)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def copy_pipeline(dst: Path) -> Path:
+    """Copy the project's code, dvc.yaml and params.yaml (with TINY_PIPELINE_PARAMS) to ``dst``; the
+    caller runs git/dvc init with its own environment."""
+    dst.mkdir(parents=True)
+    for name in ("pipeline", "stages"):
+        shutil.copytree(REPO / name, dst / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy2(REPO / name, dst / name)
+    set_params(dst, **TINY_PIPELINE_PARAMS)
+    return dst

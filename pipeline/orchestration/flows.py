@@ -24,12 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, cast
 
-import yaml
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
-from pipeline.config import load_params, section
+from pipeline.config import load_params, read_yaml_mapping, section
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.orchestration.config import OrchestrateConfig
 
@@ -78,13 +77,8 @@ class StageResult:
 def stage_names(repo: Path | str) -> list[str]:
     """The stage names of ``repo``/dvc.yaml, in file order."""
     path = Path(repo) / "dvc.yaml"
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: not found; the repo must be the root of the DVC project") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
-    stages = data.get("stages") if isinstance(data, dict) else None
+    data = read_yaml_mapping(path, "dvc.yaml", "; the repo must be the root of the DVC project")
+    stages = data.get("stages")
     if not isinstance(stages, dict) or not stages:
         raise ConfigError(f"{path}: expected a non-empty 'stages' mapping")
     return [str(name) for name in stages]

@@ -81,7 +81,7 @@ def test_params_file_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_params(tmp_path / "p.yaml")
     (tmp_path / "q.yaml").write_text("- 1\n- 2\n")
-    with pytest.raises(ConfigError, match="expected a mapping of sections"):
+    with pytest.raises(ConfigError, match="expected a mapping at the top level"):
         load_params(tmp_path / "q.yaml")
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -13,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import REPO
+from tests.conftest import copy_pipeline, set_params
 
 BIN = str(Path(sys.executable).parent)
 QUIET = {
@@ -72,13 +71,6 @@ def init_repo(path: Path) -> None:
     sh(path, "dvc", "config", "core.analytics", "false")
 
 
-def set_params(path: Path, **sections: dict[str, Any]) -> None:
-    params = yaml.safe_load((path / "params.yaml").read_text()) if (path / "params.yaml").exists() else {}
-    for name, values in sections.items():
-        params.setdefault(name, {}).update(values)
-    (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-
-
 @pytest.fixture
 def make_project(tmp_path: Path) -> Callable[..., Path]:
     """``make_project(retries=0, fit="<python code>")``: a git+DVC project of the four STAGES.
@@ -108,20 +100,7 @@ def make_project(tmp_path: Path) -> Callable[..., Path]:
 @pytest.fixture
 def real_project(tmp_path: Path) -> Path:
     """A git+DVC copy of the project's pipeline with tiny synthetic params (as tests/stages uses)."""
-    dst = tmp_path / "proj"
-    dst.mkdir()
-    for name in ("pipeline", "stages"):
-        shutil.copytree(REPO / name, dst / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("dvc.yaml", "params.yaml"):
-        shutil.copy2(REPO / name, dst / name)
+    dst = copy_pipeline(tmp_path / "proj")
     init_repo(dst)
-    synthetic = {"n_patients": 5, "matrix": [48, 48], "n_frames": [8, 10], "n_slices": [4, 5]}
-    train = {
-        "model": "unet",
-        "model_args": {"base_channels": 4, "depth": 2},
-        "max_epochs": 2,
-        "batch_size": 8,
-    }
-    set_params(dst, download={"synthetic": synthetic}, preprocess={"size": 32}, train=train,
-               evaluate={"overlays": 1}, orchestrate={"retries": 0})  # fmt: skip
+    set_params(dst, orchestrate={"retries": 0})
     return dst

@@ -159,7 +159,7 @@ def test_select_stages_checks_names_and_keeps_dvc_yaml_order() -> None:
 
 def test_stage_names_reads_dvc_yaml_in_file_order(make_project: MakeProject, tmp_path: Path) -> None:
     assert stage_names(make_project()) == FAKE
-    with pytest.raises(ConfigError, match=r"dvc\.yaml: not found"):
+    with pytest.raises(ConfigError, match=r"dvc\.yaml: dvc\.yaml is missing; the repo must be the root"):
         stage_names(tmp_path / "nowhere")
     assert stage_names(REPO)[-1] == "register"  # the pipeline ends at the registry gate
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -19,7 +18,7 @@ import pytest
 import yaml
 
 from pipeline.data.acdc import write_patient
-from tests.conftest import REPO, make_record
+from tests.conftest import copy_pipeline, make_record, set_params
 
 pytestmark = pytest.mark.slow
 BIN = str(Path(sys.executable).parent)
@@ -38,34 +37,16 @@ def _run(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProce
     return proc
 
 
-def _set_params(project: Path, **sections: dict) -> None:
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    for name, values in sections.items():
-        params[name].update(values)
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+_set_params = set_params
 
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     """A git+DVC copy of the project's pipeline with a tiny synthetic default."""
-    dst = tmp_path / "proj"
-    dst.mkdir()
-    for name in ("pipeline", "stages"):
-        shutil.copytree(REPO / name, dst / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("dvc.yaml", "params.yaml"):
-        shutil.copy2(REPO / name, dst / name)
+    dst = copy_pipeline(tmp_path / "proj")
     _run(dst, "git", "init", "-q")
     _run(dst, "dvc", "init", "-q")
     _run(dst, "dvc", "config", "core.analytics", "false")
-    synthetic = {"n_patients": 5, "matrix": [48, 48], "n_frames": [8, 10], "n_slices": [4, 5]}
-    train = {
-        "model": "unet",
-        "model_args": {"base_channels": 4, "depth": 2},
-        "max_epochs": 2,
-        "batch_size": 8,
-    }
-    _set_params(dst, download={"synthetic": synthetic}, preprocess={"size": 32}, train=train,
-                evaluate={"overlays": 1})  # fmt: skip
     return dst
 
 
