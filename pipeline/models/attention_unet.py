@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from torch import Tensor, nn
-
-from pipeline.models.base import SegmentationModel, check_choice
-from pipeline.models.blocks import UNetCore
-from pipeline.models.unet import FRAME_MODES
+from pipeline.models.unet import UNet
 
 
-class AttentionUNet(SegmentationModel):
+class AttentionUNet(UNet):
     """U-Net whose skips are gated by the decoder: (B, 2r+1, H, W) -> (B, num_classes, H, W).
 
     Modified for clips as in the paper: by default (``frames="clip"``) the 2r+1 frames enter as channels;
@@ -17,6 +13,7 @@ class AttentionUNet(SegmentationModel):
     """
 
     name = "attention_unet"
+    attention_gates = True
 
     def __init__(
         self,
@@ -28,20 +25,5 @@ class AttentionUNet(SegmentationModel):
         input_size: int | tuple[int, int] | None = None,
         frames: str = "clip",
     ) -> None:
-        super().__init__(
-            radius=radius,
-            num_classes=num_classes,
-            base_channels=base_channels,
-            depth=depth,
-            norm=norm,
-            input_size=input_size,
-            config={"frames": frames},
-        )
-        self.frames = check_choice("frames", frames, FRAME_MODES)
-        in_channels = 1 if frames == "middle" else self.in_frames
-        self.core = UNetCore(in_channels, base_channels, depth, norm, attention_gates=True)
-        self.head = nn.Conv2d(base_channels, num_classes, 1)
-
-    def _forward(self, clip: Tensor) -> Tensor:
-        x = self.middle_frame(clip) if self.frames == "middle" else clip
-        return self.head(self.core(x))
+        # The signature is spelled out (not **kwargs): the registry and checkpoints read the arguments.
+        super().__init__(radius, num_classes, base_channels, depth, norm, input_size, frames)

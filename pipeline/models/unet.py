@@ -18,6 +18,7 @@ class UNet(SegmentationModel):
     """
 
     name = "unet"
+    attention_gates = False  # AttentionUNet: the same network with gated skip connections
 
     def __init__(
         self,
@@ -40,7 +41,7 @@ class UNet(SegmentationModel):
         )
         self.frames = check_choice("frames", frames, FRAME_MODES)
         in_channels = 1 if frames == "middle" else self.in_frames
-        self.core = UNetCore(in_channels, base_channels, depth, norm)
+        self.core = UNetCore(in_channels, base_channels, depth, norm, attention_gates=self.attention_gates)
         self.head = nn.Conv2d(base_channels, num_classes, 1)
 
     def _forward(self, clip: Tensor) -> Tensor:
