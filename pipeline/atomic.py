@@ -46,14 +46,19 @@ def _swap_into_place(tmp: Path, target: Path) -> None:
             old.unlink()
 
 
-def atomic_write_text(path: Path | str, text: str) -> None:
-    """Write a text file via a temporary sibling and an atomic rename."""
+def atomic_write_bytes(path: Path | str, data: bytes) -> None:
+    """Write a file via a temporary sibling and an atomic rename: readers see the old file or the new one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        tmp.write_text(text)
+        tmp.write_bytes(data)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: Path | str, text: str) -> None:
+    """Write a UTF-8 text file atomically (see ``atomic_write_bytes``)."""
+    atomic_write_bytes(path, text.encode("utf-8"))

@@ -20,13 +20,13 @@ import base64
 import json
 import logging
 import math
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from pipeline.atomic import atomic_write_bytes
 from pipeline.errors import DataError, PipelineError
 from pipeline.evaluation.clinical import CLINICAL_KEYS, CLINICAL_UNITS
 from pipeline.serving.codec import RequestError, decode_nifti, encode_labels
@@ -85,16 +85,6 @@ def predict_with_mlflow(uri: str, data: bytes, device: str) -> tuple[bytes, Read
     return base64.b64decode(row["labels_nifti"]), result
 
 
-def _write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def write_outputs(
     out: Path, stem: str, labels_nifti: bytes, result: Readout, title: str = ""
 ) -> dict[str, Path]:
@@ -109,7 +99,7 @@ def write_outputs(
         "plot": out / f"{stem}_volumes.png",
         "indices": out / f"{stem}_indices.json",
     }
-    _write_bytes(files["labels"], labels_nifti)
+    atomic_write_bytes(files["labels"], labels_nifti)
     lines = ["frame,LV_ml,RV_ml,MYO_ml"]
     for t in range(len(result.curves["LV"])):
         lines.append(",".join([str(t), *(f"{float(result.curves[k][t]):.6f}" for k in ("LV", "RV", "MYO"))]))
