@@ -34,8 +34,10 @@ def _write_curves(path: Path, history: list[dict[str, float]]) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def _publish(out: Path, work: Path, cfg: TrainConfig, results: list[FoldResult], run_id: str | None) -> None:
-    """Copy each fold's best checkpoint and curves into the stage output, atomically."""
+def _publish(
+    out: Path, work: Path, cfg: TrainConfig, results: list[FoldResult], run_id: str | None
+) -> dict[str, Any]:
+    """Copy each fold's best checkpoint and curves into the stage output, atomically; returns metrics.json."""
     with atomic_directory(out) as tmp:
         (tmp / "models").mkdir()
         (tmp / "curves").mkdir()
@@ -59,6 +61,7 @@ def _publish(out: Path, work: Path, cfg: TrainConfig, results: list[FoldResult],
             "mlflow_run_id": run_id,
         }
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+    return metrics
 
 
 def tuned_overrides(path: Path) -> dict[str, Any]:
@@ -112,8 +115,8 @@ def _main(args: argparse.Namespace, params: dict[str, Any]) -> int:
                 train_fold(store, spec["train"], spec["val"], cfg, work / f"fold{fold}", fold, log_epoch)
             )
         if dist.is_main():
-            _publish(Path(args.out), work, cfg, results, tracker.run_id)
-            tracker.log_metrics({"val_dice_mean": sum(r.best_dice for r in results) / len(results)})
+            metrics = _publish(Path(args.out), work, cfg, results, tracker.run_id)
+            tracker.log_metrics({"val_dice_mean": metrics["val_dice_mean"]})
             tracker.log_artifacts(Path(args.out) / "curves", "curves")
             tracker.log_artifact(Path(args.out) / "metrics.json")
             for r in results:

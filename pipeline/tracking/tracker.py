@@ -38,6 +38,7 @@ _METRICS_PER_BATCH = 1000
 _BAD_KEY_CHARS = re.compile(r"[^\w.\- :/]")  # MLflow allows alphanumerics, _ - . space : /
 _PARENT_TAG = "mlflow.parentRunId"
 _SQLITE_TIMEOUT_S = 5.0
+_DB_CONNECT_TIMEOUT_S = 10  # seconds a database server may take to accept the probe connection
 
 
 def _quiet_mlflow() -> None:
@@ -125,7 +126,7 @@ def _check_database_server(uri: str) -> None:
     from sqlalchemy import create_engine, text
 
     connect_args = (
-        {"connect_timeout": int(_SQLITE_TIMEOUT_S * 2)} if uri.startswith(("postgresql", "mysql")) else {}
+        {"connect_timeout": _DB_CONNECT_TIMEOUT_S} if uri.startswith(("postgresql", "mysql")) else {}
     )
     try:
         engine = create_engine(uri, connect_args=connect_args)

@@ -61,7 +61,7 @@ class TuneConfig:
             raise ValueError(
                 f"storage must be a database URL such as sqlite:///optuna.db, got {self.storage!r}"
             )
-        if self.workers > 1 and resolve_storage(self, Path(".")).startswith(SQLITE_PREFIX):
+        if self.workers > 1 and (self.storage or SQLITE_PREFIX).startswith(SQLITE_PREFIX):  # None: SQLite
             raise ValueError(
                 f"workers = {self.workers} needs a storage that takes concurrent writers: set storage to a "
                 "PostgreSQL URL (postgresql://user@host/db); SQLite is for one worker"
