@@ -23,9 +23,12 @@ def _main(args: argparse.Namespace, params: dict[str, Any]) -> int:
     if not report or not report.get("success"):
         raise DataError(args.validation, "data validation has not passed; run the validate stage")
     patients = json.loads(Path(args.patients).read_text())
-    split = make_split({p["patient"]: p["group"] for p in patients}, cfg)
+    linked = report.get("duplicate_images") or []  # the same images under two ids: one fold
+    split = make_split({p["patient"]: p["group"] for p in patients}, cfg, linked)
     write_split(split, Path(args.out))
     sizes = [len(f["val"]) for f in split["folds"]]
+    for ids in linked:
+        log.info("split: %s share their images and were kept in one fold", " and ".join(ids))
     log.info(
         "split: %d folds of %s patients, %d test patients -> %s",
         cfg.n_folds,

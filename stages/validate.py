@@ -29,6 +29,8 @@ def _main(args: argparse.Namespace, params: dict[str, Any]) -> int:
     out = Path(args.out)
     atomic_write_text(out / "report.json", json.dumps(report.to_dict(), indent=1) + "\n")
     atomic_write_text(out / "report.txt", report.to_text() + "\n")
+    for warning in report.warnings:
+        log.warning("%s: %s", manifest, warning)
     if not report.success:
         print(report.to_text(), file=sys.stderr)
         print(f"error: data validation failed; full report in {out / 'report.json'}", file=sys.stderr)

@@ -36,11 +36,16 @@ class SplitConfig:
             raise ValueError(f"test_fraction must be in [0, 1), got {self.test_fraction}")
 
 
-def make_split(groups: dict[str, str], cfg: SplitConfig) -> dict[str, Any]:
+def make_split(
+    groups: dict[str, str], cfg: SplitConfig, linked: list[list[str]] | tuple[()] = ()
+) -> dict[str, Any]:
     """Assign patients to an optional test set and ``n_folds`` validation folds.
 
     Args:
         groups: patient id -> ACDC group (the stratum).
+        linked: sets of patient ids that must share a fold (the same images under two ids, as patients
+            074 and 076 of ACDC): each set is placed as one unit where its first member is drawn, so no
+            image is ever in both the training and the validation (or test) patients.
 
     Returns:
         ``{"seed", "n_folds", "test": [...], "folds": [{"fold", "train": [...], "val": [...]}]}``, with
@@ -55,15 +60,31 @@ def make_split(groups: dict[str, str], cfg: SplitConfig) -> dict[str, Any]:
     for pid in sorted(groups):
         by_group[groups[pid]].append(pid)
 
-    test: list[str] = list(cfg.test_patients)
-    pool: dict[str, list[str]] = {}
+    unit_of: dict[str, tuple[str, ...]] = {}
+    for members in linked:
+        unit = tuple(sorted(set(members) & set(groups)))
+        for pid in unit:
+            unit_of[pid] = tuple(sorted(set(unit_of.get(pid, ())) | set(unit)))
+    explicit_test = set(cfg.test_patients)
+    for pid in list(explicit_test):
+        explicit_test |= set(unit_of.get(pid, ()))
+
+    test: list[str] = sorted(explicit_test)
+    placed: set[str] = set(test)
+    pool: dict[str, list[tuple[str, ...]]] = {}
     for group in sorted(by_group):
         members = [by_group[group][i] for i in rng.permutation(len(by_group[group]))]
+        units = []
+        for pid in members:
+            if pid not in placed:
+                unit = unit_of.get(pid, (pid,))
+                placed.update(unit)
+                units.append(unit)
         if not cfg.test_patients and cfg.test_fraction > 0:
-            n_test = round(cfg.test_fraction * len(members))
-            test += members[:n_test]
-            members = members[n_test:]
-        pool[group] = [m for m in members if m not in cfg.test_patients]
+            n_test = round(cfg.test_fraction * len(units))
+            test += [p for unit in units[:n_test] for p in unit]
+            units = units[n_test:]
+        pool[group] = units
 
     n_left = sum(len(v) for v in pool.values())
     if n_left < cfg.n_folds:
@@ -73,10 +94,10 @@ def make_split(groups: dict[str, str], cfg: SplitConfig) -> dict[str, Any]:
     val: list[list[str]] = [[] for _ in range(cfg.n_folds)]
     cursor = 0
     for group in sorted(pool):
-        for pid in pool[group]:
-            val[cursor % cfg.n_folds].append(pid)
+        for unit in pool[group]:
+            val[cursor % cfg.n_folds].extend(unit)
             cursor += 1
-    every = sorted(p for members in pool.values() for p in members)
+    every = sorted(p for units in pool.values() for unit in units for p in unit)
     folds = [{"fold": k, "train": sorted(set(every) - set(v)), "val": sorted(v)} for k, v in enumerate(val)]
     return {"seed": cfg.seed, "n_folds": cfg.n_folds, "test": sorted(test), "folds": folds}
 

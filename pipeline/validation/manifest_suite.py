@@ -11,23 +11,25 @@ Great Expectations takes seconds to import, so it is imported inside :func:`vali
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 
 from pipeline.config import check_pair
 from pipeline.data.acdc import GROUPS, LABELS, PHASES, UNKNOWN_GROUP
+from pipeline.validation.duplicates import duplicate_image_groups
 
 COLUMNS = [
     "patient", "group", "phase", "frame", "nb_frames", "cine_frames", "slices", "rows", "cols",
     "label_slices", "label_rows", "label_cols", "spacing_z_mm", "spacing_y_mm", "spacing_x_mm",
     "label_min", "label_max", "intensity_min", "intensity_max", "intensity_finite",
-    "height_cm", "weight_kg", "label_file", "image_sha1", "rv_ml", "myo_ml", "lv_ml",
+    "height_cm", "weight_kg", "label_file", "image_sha1", "label_sha1", "rv_ml", "myo_ml", "lv_ml",
 ]  # fmt: skip
 ID_COLUMNS = ["patient", "phase"]
-# The same image under two patient ids (a copied patient) would leak between training and validation.
-DUPLICATE_COLUMNS = ["image_sha1", "phase"]
+# A patient copied under a new id (the same image and the same labels) is a fault. The same image annotated
+# twice under two ids is a quirk of real data (ACDC 074/076): a warning, and the split keeps them together.
+DUPLICATE_COLUMNS = ["image_sha1", "label_sha1", "phase"]
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,15 @@ class ValidationReport:
     success: bool
     n_rows: int
     checks: list[dict[str, Any]]
+    duplicate_images: list[list[str]] = field(default_factory=list)
+
+    @property
+    def warnings(self) -> list[str]:
+        return [
+            f"patients {' and '.join(ids)} share the same images (different labels); the split keeps them "
+            "in one fold"
+            for ids in self.duplicate_images
+        ]
 
     @property
     def failures(self) -> list[dict[str, Any]]:
@@ -102,12 +113,13 @@ class ValidationReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {"success": self.success, "n_rows": self.n_rows, "n_checks": len(self.checks),
-                "n_failed": len(self.failures), "checks": self.checks}  # fmt: skip
+                "n_failed": len(self.failures), "checks": self.checks, "warnings": self.warnings,
+                "duplicate_images": self.duplicate_images}  # fmt: skip
 
     def to_text(self) -> str:
         """A readable summary: one line per failed expectation and the offending (patient, phase) rows."""
         head = f"data validation: {len(self.checks) - len(self.failures)}/{len(self.checks)} expectations passed on {self.n_rows} rows"
-        lines = [head]
+        lines = [head, *(f"WARNING {w}" for w in self.warnings)]
         for c in self.failures:
             lines.append(f"FAILED {c['expectation']}({c['kwargs']})")
             for row in c["failing_rows"][:20]:
@@ -163,4 +175,5 @@ def validate_manifest(frame: pd.DataFrame, cfg: ValidateConfig) -> ValidationRep
         result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ids},
     )
     checks = [_describe(r, frame) for r in result.results]
-    return ValidationReport(success=bool(result.success), n_rows=len(frame), checks=checks)
+    return ValidationReport(success=bool(result.success), n_rows=len(frame), checks=checks,
+                            duplicate_images=duplicate_image_groups(frame))  # fmt: skip

@@ -72,13 +72,25 @@ def test_same_images_under_two_patient_ids_are_reported(good: pd.DataFrame) -> N
     report = validate_manifest(pd.concat([good, copied], ignore_index=True), ValidateConfig())
     assert not report.success
     (check,) = report.failures
-    assert check["kwargs"]["column_list"] == ["image_sha1", "phase"]
+    assert check["kwargs"]["column_list"] == ["image_sha1", "label_sha1", "phase"]
     assert sorted(check["failing_rows"]) == [
         "patient002 ED",
         "patient002 ES",
         "patient009 ED",
         "patient009 ES",
     ]
+
+
+def test_same_images_with_other_labels_are_a_warning_not_a_failure(good: pd.DataFrame) -> None:
+    # ACDC's patient074/076: the same images, annotated twice
+    twin = good[good["patient"] == "patient002"].assign(
+        patient="patient009", label_file="raw/patient009/x", label_sha1=lambda d: d["label_sha1"] + "0"
+    )
+    report = validate_manifest(pd.concat([good, twin], ignore_index=True), ValidateConfig())
+    assert report.success, report.to_text()
+    assert report.duplicate_images == [["patient002", "patient009"]]
+    assert "WARNING patients patient002 and patient009 share the same images" in report.to_text()
+    assert report.to_dict()["duplicate_images"] == [["patient002", "patient009"]]
 
 
 def test_schema_change_is_reported(good: pd.DataFrame) -> None:
