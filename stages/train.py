@@ -42,7 +42,7 @@ def _publish(
         (tmp / "models").mkdir()
         (tmp / "curves").mkdir()
         for r in results:
-            shutil.copy2(work / f"fold{r.fold}" / "best.pt", tmp / "models" / f"fold{r.fold}.pt")
+            shutil.copy2(work / f"fold{r.fold}" / r.model_file, tmp / "models" / f"fold{r.fold}.pt")
             _write_curves(tmp / "curves" / f"fold{r.fold}.tsv", r.history)
         metrics = {
             "model": cfg.model,
@@ -53,6 +53,8 @@ def _publish(
             "folds": {
                 str(r.fold): {
                     "best_val_dice": r.best_dice,
+                    "published": r.model_file,
+                    "final_val_dice": r.history[-1]["val_dice"] if r.history else None,
                     "best_epoch": r.best_epoch,
                     "epochs": r.epochs_run,
                 }

@@ -27,6 +27,8 @@ from pipeline.training import distributed as dist
 from pipeline.training.augment import AugmentConfig
 from pipeline.training.checkpoint import check_compatible, load_checkpoint, save_checkpoint
 from pipeline.training.dataset import ClipDataset
+from pipeline.training.deep_supervision import DeepSupervision
+from pipeline.training.schedule import learning_rate
 
 log = logging.getLogger(__name__)
 STRUCTURES = {"RV": 1, "MYO": 2, "LV": 3}
@@ -39,6 +41,12 @@ class TrainConfig:
 
     resume: continue a run with the same params, data and code from its last checkpoint (also a run that
     finished: its result is reused); false retrains from scratch.
+    schedule / warmup_epochs: the learning-rate curve over max_epochs (see pipeline.training.schedule).
+    ce_weight / dice_weight: weights of cross-entropy and soft Dice in the loss.
+    select: which checkpoint a fold publishes: "best" (highest validation Dice) or "last" (the end of the
+    schedule; unbiased when the same validation patients are then evaluated).
+    deep_supervision: auxiliary losses on this many lower decoder levels (0 = off; see
+    pipeline.training.deep_supervision). Training only: the published model is unchanged.
     """
 
     model: str = "deunet"
@@ -57,6 +65,12 @@ class TrainConfig:
     num_workers: int = 0
     threads: int = 0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    schedule: Literal["constant", "poly", "cosine"] = "constant"
+    warmup_epochs: int = 0
+    ce_weight: float = 1.0
+    dice_weight: float = 1.0
+    select: Literal["best", "last"] = "best"
+    deep_supervision: int = 0
 
     def __post_init__(self) -> None:
         for name, low in (
@@ -65,11 +79,21 @@ class TrainConfig:
             ("patience", 1),
             ("num_workers", 0),
             ("threads", 0),
+            ("warmup_epochs", 0),
+            ("deep_supervision", 0),
         ):
             if getattr(self, name) < low:
                 raise ValueError(f"{name} must be >= {low}, got {getattr(self, name)}")
         if not self.lr > 0 or self.weight_decay < 0:
             raise ValueError(f"lr must be > 0 and weight_decay >= 0, got {self.lr} and {self.weight_decay}")
+        if self.ce_weight < 0 or self.dice_weight < 0 or self.ce_weight + self.dice_weight == 0:
+            raise ValueError(
+                f"ce_weight and dice_weight must be >= 0 and not both 0, got {self.ce_weight}, {self.dice_weight}"
+            )
+        if self.warmup_epochs >= self.max_epochs:
+            raise ValueError(
+                f"warmup_epochs must be < max_epochs = {self.max_epochs}, got {self.warmup_epochs}"
+            )
         if not self.folds:
             raise ValueError("folds must name at least one fold")
 
@@ -85,6 +109,7 @@ class FoldResult:
     epochs_run: int
     history: list[dict[str, float]]
     resumed_from: int | None
+    model_file: str = "best.pt"  # the checkpoint in the fold's work folder that train.select publishes
 
 
 def resolve_device(name: str) -> torch.device:
@@ -144,8 +169,14 @@ def train_fold(
             f"fold {fold}: {len(train_idx)} training and {len(val_idx)} validation samples; need both"
         )
     model = make_model(cfg, store, train_idx).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    loss_fn = DiceCELoss()
+    aux = (
+        DeepSupervision(model, cfg.deep_supervision, model.num_classes).to(device)
+        if cfg.deep_supervision
+        else None
+    )
+    params = [*model.parameters(), *(aux.parameters() if aux is not None else ())]
+    optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    loss_fn = DiceCELoss(ce_weight=cfg.ce_weight, dice_weight=cfg.dice_weight)
 
     state: dict[str, Any] = {
         "epoch": 0,
@@ -160,6 +191,8 @@ def train_fold(
         ckpt = load_checkpoint(last)
         check_compatible(last, ckpt, cfg.model, model.config)
         model.load_state_dict(ckpt["state_dict"])
+        if aux is not None:
+            aux.load_state_dict(ckpt["aux_heads"])
         optimizer.load_state_dict(ckpt["optimizer"])
         torch.set_rng_state(ckpt["torch_rng"])
         state = {k: ckpt[k] for k in state}
@@ -183,19 +216,24 @@ def train_fold(
                             num_workers=cfg.num_workers)  # fmt: skip
         net.train()
         losses = []
-        for clip, label in loader:
+        n_batches = len(loader)
+        for batch, (clip, label) in enumerate(loader):
+            lr = learning_rate(cfg.lr, cfg.schedule, epoch - 1 + batch / n_batches, cfg.max_epochs,
+                               cfg.warmup_epochs)  # fmt: skip
+            for group in optimizer.param_groups:
+                group["lr"] = lr
             clip, label = clip.to(device, non_blocking=True), label.to(device, non_blocking=True)
             with torch.autocast(
                 device.type, dtype=torch.bfloat16, enabled=cfg.bf16 and device.type == "cuda"
             ):
                 logits = net(clip)
-            loss = loss_fn(logits.float(), label)
+            loss = loss_fn(logits.float(), label) if aux is None else aux.loss(logits, label, loss_fn)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             losses.append(float(loss.detach()))
         val = validation_dice(model, val_loader, device, cfg.bf16)
-        row = {"epoch": epoch, "train_loss": float(np.mean(losses)), "val_dice": val["mean"],
+        row = {"epoch": epoch, "train_loss": float(np.mean(losses)), "val_dice": val["mean"], "lr": lr,
                **{f"val_dice_{k}": v for k, v in val.items() if k != "mean"},
                "seconds": time.perf_counter() - start}  # fmt: skip
         state["history"] = [*state["history"], row]
@@ -209,7 +247,11 @@ def train_fold(
                 save_checkpoint(work_dir / "best.pt", model, None, params=asdict(cfg), preprocess=store.meta["config"],
                                 fold=fold, epoch=epoch, val_dice=val["mean"])  # fmt: skip
             save_checkpoint(last, model, optimizer, params=asdict(cfg), preprocess=store.meta["config"], fold=fold,
-                            torch_rng=torch.get_rng_state(), **state)  # fmt: skip
+                            torch_rng=torch.get_rng_state(), aux_heads=aux.state_dict() if aux is not None else None,
+                            **state)  # fmt: skip
+            if state["finished"]:  # the end of the schedule, without optimizer state: train.select = last
+                save_checkpoint(work_dir / "final.pt", model, None, params=asdict(cfg), preprocess=store.meta["config"],
+                                fold=fold, epoch=epoch, val_dice=val["mean"])  # fmt: skip
             if on_epoch is not None:
                 on_epoch(row)
         dist.barrier()
@@ -219,4 +261,4 @@ def train_fold(
         )
     bar.close()
     return FoldResult(fold, float(state["best_dice"]), int(state["best_epoch"]), int(state["epoch"]),
-                      list(state["history"]), resumed_from)  # fmt: skip
+                      list(state["history"]), resumed_from, "final.pt" if cfg.select == "last" else "best.pt")  # fmt: skip

@@ -83,3 +83,38 @@ def test_corrupt_or_foreign_checkpoint(tmp_path: Path) -> None:
         load_checkpoint(tmp_path / "foreign.pt")
     with pytest.raises(DataError, match="checkpoint is missing"):
         load_checkpoint(tmp_path / "none.pt")
+
+
+def test_learning_rate_schedules() -> None:
+    from pipeline.training.schedule import learning_rate
+
+    assert learning_rate(1e-3, "constant", 5.5, 10) == 1e-3
+    assert learning_rate(1e-3, "poly", 0.0, 10) == pytest.approx(1e-3)
+    assert learning_rate(1e-3, "poly", 5.0, 10) == pytest.approx(1e-3 * 0.5**0.9)
+    assert learning_rate(1e-3, "cosine", 5.0, 10) == pytest.approx(0.5e-3)
+    assert learning_rate(1e-3, "cosine", 9.999, 10) < 1e-8
+    warm = [learning_rate(1e-3, "poly", e, 10, warmup_epochs=2) for e in (0.0, 1.0, 1.999, 2.0)]
+    assert warm[0] < 1e-5 and warm[1] == pytest.approx(0.5e-3, rel=1e-2) and warm[3] == pytest.approx(1e-3)
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        learning_rate(1e-3, "step", 1.0, 10)
+
+
+def test_deep_supervision_hooks_the_segmentation_decoder() -> None:
+    import torch
+
+    from pipeline.models import DiceCELoss, build_model
+    from pipeline.training.deep_supervision import DeepSupervision
+
+    torch.manual_seed(0)
+    model = build_model("deunet", radius=1, base_channels=4, depth=3)
+    ds = DeepSupervision(model, 2, 4)
+    clip, labels = torch.randn(2, 3, 32, 32), torch.randint(0, 4, (2, 32, 32))
+    logits = model(clip)
+    loss = ds.loss(logits, labels, DiceCELoss())
+    loss.backward()
+    assert all(h.weight.grad is not None and h.weight.grad.abs().sum() > 0 for h in ds.heads)
+    assert ds.weights.tolist() == pytest.approx([4 / 7, 2 / 7, 1 / 7])
+    with pytest.raises(ValueError, match="has none"):
+        DeepSupervision(build_model("gridnet", radius=1, base_channels=4, depth=2), 1, 4)
+    with pytest.raises(ValueError, match="deep_supervision must be in 1..2"):
+        DeepSupervision(model, 3, 4)

@@ -1,0 +1,53 @@
+"""train_fold in-process: the poly schedule, deep supervision and ``select: last`` survive a resume exactly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipeline.preprocessing.store import ClipStore
+from pipeline.splitting.folds import read_split
+from pipeline.training.trainer import TrainConfig, train_fold
+
+CFG = TrainConfig(model="unet", model_args={"base_channels": 4, "depth": 2}, max_epochs=3, batch_size=8,
+                  patience=3, seed=1, threads=1, schedule="poly", warmup_epochs=1, deep_supervision=1,
+                  select="last")  # fmt: skip
+
+
+class _Stop(Exception):
+    pass
+
+
+def _stop_after(epoch: int):  # type: ignore[no-untyped-def]
+    def callback(row: dict[str, float]) -> None:
+        if row["epoch"] == epoch:
+            raise _Stop
+
+    return callback
+
+
+def test_interrupted_training_with_schedule_and_deep_supervision_resumes_exactly(tiny_data: Path, tmp_path: Path) -> None:
+    store, spec = ClipStore(tiny_data / "pre"), read_split(tiny_data / "folds.json")["folds"][0]
+    clean = train_fold(store, spec["train"], spec["val"], CFG, tmp_path / "clean", 0, progress=False)
+    with pytest.raises(_Stop):
+        train_fold(store, spec["train"], spec["val"], CFG, tmp_path / "cut", 0, _stop_after(2), progress=False)
+    resumed = train_fold(store, spec["train"], spec["val"], CFG, tmp_path / "cut", 0, progress=False)
+    assert resumed.resumed_from == 2 and resumed.epochs_run == clean.epochs_run == 3
+    assert clean.model_file == "final.pt"
+    a = torch.load(tmp_path / "clean" / "final.pt", weights_only=True)
+    b = torch.load(tmp_path / "cut" / "final.pt", weights_only=True)
+    for key, value in a["state_dict"].items():
+        torch.testing.assert_close(b["state_dict"][key], value, rtol=0, atol=0)
+    lrs = [row["lr"] for row in clean.history]
+    assert lrs[0] < CFG.lr and lrs[1] > lrs[2] > 0  # warm-up, then the poly decay (per batch)
+    assert [r["lr"] for r in resumed.history] == lrs
+    assert torch.load(tmp_path / "clean" / "last.pt", weights_only=True)["aux_heads"]
+
+
+def test_bad_training_settings_are_refused() -> None:
+    with pytest.raises(ValueError, match="warmup_epochs must be < max_epochs"):
+        TrainConfig(max_epochs=2, warmup_epochs=2)
+    with pytest.raises(ValueError, match="ce_weight and dice_weight"):
+        TrainConfig(ce_weight=0.0, dice_weight=0.0)
