@@ -12,8 +12,8 @@ import numpy as np
 from pipeline.config import check_pair
 from pipeline.data.acdc import PHASES, STRUCTURES, PatientRecord, patient_files, read_patient
 from pipeline.preprocessing.clips import clip_frames
+from pipeline.preprocessing.geometry import Geometry
 from pipeline.preprocessing.intensity import normalise
-from pipeline.preprocessing.resize import resize_images, resize_labels
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,9 @@ class PreprocessConfig:
         without re-running preprocess (Optuna tunes r).
     percentiles: intensity clipping percentiles before z-scoring.
     workers: processes used to read and resize patients.
+    geometry: "resize" (the paper: every slice to size x size) or "spacing" (resample to spacing_mm per
+        pixel, then centre-crop/pad to size x size; see pipeline.preprocessing.geometry).
+    spacing_mm: the in-plane target spacing of geometry "spacing".
     """
 
     size: int = 64
@@ -33,8 +36,11 @@ class PreprocessConfig:
     max_radius: int = 3
     percentiles: tuple[float, float] = (0.5, 99.5)
     workers: int = 2
+    geometry: str = "resize"
+    spacing_mm: float = 1.5
 
     def __post_init__(self) -> None:
+        self.network_geometry()  # checks geometry and spacing_mm
         if self.size < 8 or self.size % 8:
             raise ValueError(f"size must be a multiple of 8 and >= 8 (U-Net pooling), got {self.size}")
         if not 0 <= self.radius <= self.max_radius:
@@ -44,6 +50,10 @@ class PreprocessConfig:
             raise ValueError(f"percentiles must be within 0..100, got {list(self.percentiles)}")
         if self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
+
+    def network_geometry(self) -> Geometry:
+        """The in-plane map to the network's input that training and inference share."""
+        return Geometry(self.geometry, self.size, self.spacing_mm)  # type: ignore[arg-type]
 
 
 @dataclass
@@ -66,6 +76,10 @@ class PreprocessedPatient:
     clip_rows: np.ndarray
     meta: dict[str, Any]
     manifest: list[dict[str, Any]]
+
+
+def _sha1(array: np.ndarray) -> str:
+    return hashlib.sha1(np.ascontiguousarray(array).tobytes(), usedforsecurity=False).hexdigest()
 
 
 def manifest_rows(record: PatientRecord, folder: Path) -> list[dict[str, Any]]:
@@ -103,9 +117,10 @@ def manifest_rows(record: PatientRecord, folder: Path) -> list[dict[str, Any]]:
             "weight_kg": record.info.weight_kg,
             "label_file": str(files[f"{phase}_gt"]),
             # Content digest of the phase's image: the same image under two ids is a duplicate patient.
-            "image_sha1": hashlib.sha1(
-                np.ascontiguousarray(frame).tobytes(), usedforsecurity=False
-            ).hexdigest(),
+            "image_sha1": _sha1(frame),
+            # With the labels' digest, a folder copied whole (same images, same labels) is told apart from
+            # the same images annotated twice (ACDC's patient074 and patient076).
+            "label_sha1": _sha1(lab),
         }
         for name, value in STRUCTURES.items():
             row[f"{name.lower()}_ml"] = float((lab == value).sum()) * voxel_ml
@@ -125,7 +140,10 @@ def preprocess_patient(folder: Path, cfg: PreprocessConfig) -> PreprocessedPatie
     )
     keys = np.array([(s, f) for s in range(z) for f in needed], dtype=np.int64)
     row_of = {(int(s), int(f)): i for i, (s, f) in enumerate(keys)}
-    frames = resize_images(norm[keys[:, 1], keys[:, 0]], cfg.size).astype(np.float16)
+    geometry, spacing_yx = cfg.network_geometry(), tuple(record.spacing[1:])
+    # The padding value is the cine's (clipped) minimum, as Segmenter pads at inference.
+    frames = geometry.images_to_network(norm[keys[:, 1], keys[:, 0]], spacing_yx, fill=float(norm.min()))
+    frames = frames.astype(np.float16)
 
     samples: list[dict[str, Any]] = []
     label_slices, clip_rows = [], []
@@ -144,7 +162,7 @@ def preprocess_patient(folder: Path, cfg: PreprocessConfig) -> PreprocessedPatie
             )
             label_slices.append(record.labels[phase][s])
             clip_rows.append([row_of[(s, int(f))] for f in window])
-    labels = resize_labels(np.stack(label_slices), cfg.size)
+    labels = geometry.labels_to_network(np.stack(label_slices), spacing_yx)
 
     meta = {
         "patient": record.patient_id,
