@@ -1,4 +1,7 @@
-"""Stage ``register``: log the best fold's model as an MLflow pyfunc, register it, and gate its promotion.
+"""Stage ``register``: log the trained folds (an ensemble) as an MLflow pyfunc, register it, gate promotion.
+
+The logged model carries every fold's checkpoint and preprocessing, and evaluate's TTA and post-processing
+(from data/evaluation/metrics.json), so the served model answers what evaluate scored.
 
 The new version gets the alias ``challenger``; it becomes ``champion`` (what serving loads) only if it
 beats the current champion on the held-out metric by ``register.min_margin``. Re-running registers
@@ -9,6 +12,7 @@ version was created removes it again, so the registry is left as it was.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import sys
@@ -37,18 +41,26 @@ from stages._common import parser, run
 log = logging.getLogger("stages.register")
 
 
-def _best_fold(train_metrics: dict[str, Any], models: Path) -> Path:
+def _checkpoints(train_metrics: dict[str, Any], models: Path, ensemble: bool) -> list[Path]:
+    """Every trained fold's model (an ensemble), or the fold with the best validation Dice."""
     folds = train_metrics.get("folds") or {}
     if not folds:
         raise DataError(models.parent / "metrics.json", "no folds recorded; run the train stage")
-    best = max(folds, key=lambda k: folds[k]["best_val_dice"])
-    path = models / f"fold{best}.pt"
-    if not path.is_file():
-        raise DataError(path, "model of the best fold is missing; run the train stage")
-    return path
+    chosen = sorted(folds, key=int) if ensemble else [max(folds, key=lambda k: folds[k]["best_val_dice"])]
+    paths = [models / f"fold{k}.pt" for k in chosen]
+    for path in paths:
+        if not path.is_file():
+            raise DataError(path, "model of a trained fold is missing; run the train stage")
+    return paths
 
 
-def _register_new(client: Any, cfg: RegisterConfig, tracking: TrackingConfig, checkpoint: Path, sha: str,
+def _digest(paths: list[Path]) -> str:
+    """sha256 of one checkpoint, or of the ordered list of an ensemble's checkpoint digests."""
+    shas = [sha256_file(p) for p in paths]
+    return shas[0] if len(shas) == 1 else hashlib.sha256(" ".join(shas).encode()).hexdigest()
+
+
+def _register_new(client: Any, cfg: RegisterConfig, tracking: TrackingConfig, checkpoints: list[Path], sha: str,
                   score: float, evaluation: dict[str, Any], train_run: str | None) -> str:  # fmt: skip
     """Log the pyfunc in a new MLflow run and create a registry version (removed again on failure)."""
     import mlflow
@@ -63,7 +75,9 @@ def _register_new(client: Any, cfg: RegisterConfig, tracking: TrackingConfig, ch
         mlflow.set_tracking_uri(resolve_tracking_uri(tracking, Path.cwd()))
         try:
             with mlflow.start_run(run_id=tracker.run_id):
-                info = log_pyfunc_model(checkpoint, max_request_bytes=cfg.max_request_bytes)
+                info = log_pyfunc_model(checkpoints, max_request_bytes=cfg.max_request_bytes,
+                                        tta=str(evaluation.get("tta", "none")),
+                                        postprocess=str(evaluation.get("postprocess", "raw")))  # fmt: skip
             created = mlflow.register_model(info.model_uri, cfg.model_name, await_registration_for=0)
             version = str(created.version)
             for key, value in {HASH_TAG: sha, SCORE_TAG: repr(score), "heldout_metric": cfg.metric,
@@ -90,8 +104,8 @@ def _main(args: argparse.Namespace, params: dict[str, Any]) -> int:
         )
     score = float(evaluation[cfg.metric])
     train_metrics = json.loads((Path(args.models).parent / "metrics.json").read_text())
-    checkpoint = _best_fold(train_metrics, Path(args.models))
-    sha = sha256_file(checkpoint)
+    checkpoints = _checkpoints(train_metrics, Path(args.models), cfg.ensemble)
+    sha = _digest(checkpoints)
 
     from mlflow import MlflowClient
 
@@ -108,7 +122,7 @@ def _main(args: argparse.Namespace, params: dict[str, Any]) -> int:
         )
     else:
         version = _register_new(
-            client, cfg, tracking, checkpoint, sha, score, evaluation, train_metrics.get("mlflow_run_id")
+            client, cfg, tracking, checkpoints, sha, score, evaluation, train_metrics.get("mlflow_run_id")
         )
         try:
             decision = decide(client, cfg.model_name, version, score, cfg)
@@ -120,7 +134,8 @@ def _main(args: argparse.Namespace, params: dict[str, Any]) -> int:
     record = {
         "model_name": cfg.model_name,
         "version": version,
-        "checkpoint": str(checkpoint),
+        "checkpoint": str(checkpoints[0]),
+        "checkpoints": [str(p) for p in checkpoints],
         "checkpoint_sha256": sha,
         "metric": cfg.metric,
         "score": score,

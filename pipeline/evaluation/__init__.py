@@ -14,8 +14,8 @@ from pipeline.evaluation.clinical import (
     volume_curves,
 )
 from pipeline.evaluation.metrics import binary_metrics, evaluate_case, surface_distances
-from pipeline.evaluation.postprocess import largest_component
 from pipeline.evaluation.report import summarise, table1_markdown
+from pipeline.inference.postprocess import largest_component
 
 __all__ = [
     "CLINICAL_KEYS",

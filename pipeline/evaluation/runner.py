@@ -20,25 +20,30 @@ from tqdm import tqdm
 from pipeline.data.acdc import PHASES, read_patient
 from pipeline.evaluation.clinical import CLINICAL_KEYS, clinical_indices, phases_from_curves, volume_curves
 from pipeline.evaluation.metrics import STRUCTURE_ORDER, evaluate_case
-from pipeline.evaluation.postprocess import largest_component
-from pipeline.inference.predict import Segmenter
+from pipeline.inference.postprocess import POSTPROCESS_MODES
+from pipeline.inference.predict import Segmenter, postprocess_volume
+from pipeline.inference.tta import TTA_MODES
 
 log = logging.getLogger(__name__)
-VARIANTS = ("raw", "lcc")
+#: Every post-processing variant is scored; ``evaluate.postprocess`` picks the headline one.
+VARIANTS = POSTPROCESS_MODES
 
 
 @dataclass(frozen=True)
 class EvaluateConfig:
     """The ``evaluate`` section of params.yaml.
 
-    postprocess: which variant the headline metrics use: "raw" or "lcc" (largest connected component per
-    structure); both are always computed and reported.
+    postprocess: which variant the headline metrics use: "raw", "lcc" (largest connected component per
+    structure) or "lcc_fill" (lcc, then holes filled); all are always computed and reported. Predict and
+    serving apply the same one (pipeline.inference.postprocess).
+    tta: test-time augmentation of the Segmenter: "none", "flips" or "dihedral".
     whole_cycle: segment every frame (volume curves, ED/ES from the curves, per-frame metrics).
     overlays: number of patients drawn as contour overlays at ED and ES.
     batch_size: clips per forward pass.
     """
 
     postprocess: str = "raw"
+    tta: str = "none"
     whole_cycle: bool = True
     overlays: int = 3
     batch_size: int = 32
@@ -46,6 +51,8 @@ class EvaluateConfig:
     def __post_init__(self) -> None:
         if self.postprocess not in VARIANTS:
             raise ValueError(f"postprocess must be one of {list(VARIANTS)}, got {self.postprocess!r}")
+        if self.tta not in TTA_MODES:
+            raise ValueError(f"tta must be one of {list(TTA_MODES)}, got {self.tta!r}")
         if self.overlays < 0 or self.batch_size < 1:
             raise ValueError(
                 f"overlays must be >= 0 and batch_size >= 1, got {self.overlays}, {self.batch_size}"
@@ -67,21 +74,17 @@ class PatientResult:
     arrays: dict[str, np.ndarray]  # for figures: image/gt/pred at ED and ES
 
 
-def _lcc(volume: np.ndarray) -> np.ndarray:
-    return largest_component(volume)
-
-
 def evaluate_patient(seg: Segmenter, folder: Path, fold: int, cfg: EvaluateConfig) -> PatientResult:
     rec = read_patient(folder, with_cine_labels=cfg.whole_cycle)
     ed, es = rec.frame_index("ED"), rec.frame_index("ES")
     if cfg.whole_cycle:
-        pred_all = seg.predict(rec.cine)
+        pred_all = seg.predict(rec.cine, spacing=rec.spacing, postprocess="raw")
         pred = {"ED": pred_all[ed], "ES": pred_all[es]}
     else:
         pred_all = None
-        two = seg.predict(rec.cine, [ed, es])
+        two = seg.predict(rec.cine, [ed, es], spacing=rec.spacing, postprocess="raw")
         pred = {"ED": two[0], "ES": two[1]}
-    variants = {"raw": pred, "lcc": {p: _lcc(v) for p, v in pred.items()}}
+    variants = {m: {p: postprocess_volume(v, m) for p, v in pred.items()} for m in VARIANTS}
     cases = {
         name: [
             {

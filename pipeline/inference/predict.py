@@ -1,72 +1,196 @@
-"""Segment a cine (T, Z, Y, X) with a trained model: the preprocessing of training, clips around every
-requested frame (wrapping around the cycle), batched inference, and the mapping back to the original grid.
+"""Segment a cine (T, Z, Y, X) with a trained model or a fold ensemble: the one inference path.
+
+The preprocessing of training (intensity normalisation and the recorded in-plane geometry), clips around
+every requested frame (wrapping around the cycle), batched inference with optional test-time augmentation,
+probabilities averaged over the ensemble's models and the augmentations, the mapping back to the original
+grid and post-processing. evaluate, ``deunet predict`` and the served model all call :class:`Segmenter`,
+so a user gets exactly the labels evaluate scores.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from pipeline.errors import DataError
+from pipeline.inference.postprocess import POSTPROCESS_MODES, postprocess
+from pipeline.inference.tta import TTA_MODES, tta_transforms
 from pipeline.models import SegmentationModel
 from pipeline.preprocessing.clips import clip_frames
+from pipeline.preprocessing.geometry import Geometry
 from pipeline.preprocessing.intensity import normalise
-from pipeline.preprocessing.resize import resize_images, resize_probabilities_back
+
+#: The checkpoint's preprocessing keys an ensemble's members must share (clip length is checked apart).
+SHARED_PREPROCESS = ("size", "percentiles", "geometry", "spacing_mm")
+
+
+def checkpoint_geometry(pre: dict[str, Any]) -> Geometry:
+    """The in-plane geometry a checkpoint's preprocessing records (old checkpoints: resize)."""
+    return Geometry(str(pre.get("geometry", "resize")), int(pre["size"]), float(pre.get("spacing_mm", 1.5)))  # type: ignore[arg-type]
 
 
 class Segmenter:
-    """A trained model plus the preprocessing it was trained with.
+    """Trained model(s) plus the preprocessing they were trained with.
 
     Args:
-        model: a model from the registry (its ``radius`` sets the clip length).
-        size: in-plane input size used in training (preprocess.size).
+        model: a model from the registry, or several (a fold ensemble: probabilities are averaged); all
+            must share the temporal radius r and the number of classes.
+        size: in-plane input size used in training (preprocess.size), for geometry "resize" when
+            ``geometry`` is not given.
         percentiles: intensity clipping percentiles used in training.
         device: where to run; bf16 autocast is used on CUDA when ``bf16``.
         batch_size: clips per forward pass.
+        geometry: the in-plane map of training (:class:`Geometry`); default: resize to ``size``.
+        tta: test-time augmentation, "none", "flips" (4 mirrorings) or "dihedral" (8: flips and rot90);
+            softmax probabilities are averaged over them.
+        postprocess: the default post-processing of :meth:`predict` (see pipeline.inference.postprocess).
     """
 
-    def __init__(self, model: SegmentationModel, size: int, percentiles: Sequence[float] = (0.5, 99.5),
-                 device: str | torch.device = "cpu", batch_size: int = 32, bf16: bool = True) -> None:  # fmt: skip
+    def __init__(self, model: SegmentationModel | Sequence[SegmentationModel], size: int | None = None,
+                 percentiles: Sequence[float] = (0.5, 99.5), device: str | torch.device = "cpu",
+                 batch_size: int = 32, bf16: bool = True, geometry: Geometry | None = None,
+                 tta: str = "none", postprocess: str = "raw") -> None:  # fmt: skip
+        models = [model] if isinstance(model, torch.nn.Module) else list(model)
+        if not models:
+            raise ValueError("Segmenter needs at least one model")
+        radii = {int(m.radius) for m in models}
+        classes = {int(getattr(m, "num_classes", 4)) for m in models}
+        if len(radii) > 1 or len(classes) > 1:
+            raise ValueError(
+                f"ensemble members differ in radius {sorted(radii)} or classes {sorted(classes)}"
+            )
+        if geometry is None:
+            if size is None:
+                raise ValueError("Segmenter needs the training size or geometry")
+            geometry = Geometry("resize", int(size))
+        if tta not in TTA_MODES:
+            raise ValueError(f"tta must be one of {list(TTA_MODES)}, got {tta!r}")
+        if postprocess not in POSTPROCESS_MODES:
+            raise ValueError(f"postprocess must be one of {list(POSTPROCESS_MODES)}, got {postprocess!r}")
         self.device = torch.device(device)
-        self.model = model.to(self.device).eval()
-        self.size, self.batch_size, self.bf16 = size, batch_size, bf16
+        self.models = [m.to(self.device).eval() for m in models]
+        self.radius = radii.pop()
+        self.geometry, self.size = geometry, geometry.size
+        self.batch_size, self.bf16, self.tta, self.postprocess = batch_size, bf16, tta, postprocess
         self.percentiles = (float(percentiles[0]), float(percentiles[1]))
 
+    @property
+    def model(self) -> SegmentationModel:
+        """The first (or only) model."""
+        return self.models[0]
+
     @classmethod
-    def from_checkpoint(cls, ckpt: dict[str, Any], **kwargs: Any) -> Segmenter:
+    def from_checkpoint(cls, ckpt: dict[str, Any] | Sequence[dict[str, Any]], names: Sequence[str] | None = None,
+                        **kwargs: Any) -> Segmenter:  # fmt: skip
+        """A Segmenter of one checkpoint or of an ensemble (``names`` label them in errors, e.g. files).
+
+        Raises:
+            DataError: a checkpoint lacks its preprocessing, or ensemble members differ in preprocessing,
+                temporal radius or classes (the message names the member and the difference).
+        """
         from pipeline.training.checkpoint import model_from_checkpoint
 
-        pre = ckpt.get("preprocess") or {}
-        if "size" not in pre:
-            raise ValueError("checkpoint does not record its preprocessing (size, percentiles); retrain it")
-        return cls(
-            model_from_checkpoint(ckpt), size=int(pre["size"]), percentiles=pre["percentiles"], **kwargs
+        ckpts = [ckpt] if isinstance(ckpt, dict) else list(ckpt)
+        labels = list(names) if names is not None else [f"checkpoint {i}" for i in range(len(ckpts))]
+        first = ckpts[0].get("preprocess") or {}
+        for ck, name in zip(ckpts, labels, strict=True):
+            pre = ck.get("preprocess") or {}
+            if "size" not in pre:
+                raise DataError(
+                    name, "checkpoint does not record its preprocessing (size, percentiles); retrain it"
+                )
+            diff = [f"{k}: {pre.get(k)!r} vs {first.get(k)!r} in {labels[0]}" for k in SHARED_PREPROCESS
+                    if pre.get(k, _DEFAULTS.get(k)) != first.get(k, _DEFAULTS.get(k))]  # fmt: skip
+            cfg, cfg0 = ck.get("model_config", {}), ckpts[0].get("model_config", {})
+            for key in ("radius", "num_classes"):
+                if cfg.get(key) != cfg0.get(key):
+                    diff.append(f"{key}: {cfg.get(key)!r} vs {cfg0.get(key)!r} in {labels[0]}")
+            if diff:
+                raise DataError(name, f"cannot join the ensemble: {'; '.join(diff)}")
+        return cls([model_from_checkpoint(c) for c in ckpts], geometry=checkpoint_geometry(first),
+                   percentiles=first["percentiles"], **kwargs)  # fmt: skip
+
+    @classmethod
+    def from_files(cls, paths: Sequence[Path | str], **kwargs: Any) -> Segmenter:
+        """A Segmenter of the checkpoint files ``paths`` (several: a fold ensemble)."""
+        from pipeline.training.checkpoint import load_checkpoint
+
+        paths = [Path(p) for p in paths]
+        return cls.from_checkpoint(
+            [load_checkpoint(p) for p in paths], names=[str(p) for p in paths], **kwargs
         )
 
+    def _forward(self, clips: torch.Tensor) -> torch.Tensor:
+        """(B, 2r+1, S, S) -> (B, C, S, S) softmax probabilities averaged over models and augmentations."""
+        autocast = self.bf16 and self.device.type == "cuda"
+        total = None
+        transforms = tta_transforms(self.tta)
+        for model in self.models:
+            for forward, inverse in transforms:
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=autocast):
+                    logits = model(forward(clips))
+                probs = inverse(torch.softmax(logits.float(), dim=1))
+                total = probs if total is None else total + probs
+        assert total is not None
+        return total / (len(self.models) * len(transforms))
+
     @torch.no_grad()
-    def predict(self, cine: np.ndarray, frames: Sequence[int] | None = None) -> np.ndarray:
-        """Labels (len(frames), Z, Y, X) uint8 for the 0-based ``frames`` of ``cine`` (all when None)."""
+    def _chunks(self, cine: np.ndarray, frames: Sequence[int] | None, spacing: Sequence[float] | None,
+                reduce: Callable[[torch.Tensor], torch.Tensor]) -> tuple[list[np.ndarray], tuple[int, ...]]:  # fmt: skip
+        """``reduce`` of the (B, C, Y, X) probabilities of every (frame, slice), batch by batch."""
         if cine.ndim != 4:
             raise ValueError(f"expected a cine (T, Z, Y, X), got shape {cine.shape}")
         t, z, y, x = cine.shape
         frames = list(range(t)) if frames is None else [int(f) for f in frames]
+        spacing_yx = None if spacing is None else (float(spacing[-2]), float(spacing[-1]))
         norm, _ = normalise(cine.astype(np.float32, copy=False), self.percentiles)
-        resized = torch.from_numpy(resize_images(norm.reshape(t * z, y, x), self.size)).view(
-            t, z, self.size, self.size
-        )
-        r = self.model.radius
+        net = self.geometry.images_to_network(norm.reshape(t * z, y, x), spacing_yx, fill=float(norm.min()))
+        resized = torch.from_numpy(net).view(t, z, self.size, self.size)
         keys = [(f, s) for f in frames for s in range(z)]
-        out = np.empty((len(frames) * z, y, x), np.uint8)
-        autocast = self.bf16 and self.device.type == "cuda"
+        parts = []
         for start in range(0, len(keys), self.batch_size):
             chunk = keys[start : start + self.batch_size]
-            clips = torch.stack([resized[clip_frames(f, t, r), s] for f, s in chunk]).to(self.device)
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=autocast):
-                logits = self.model(clips)
-            probs = torch.softmax(logits.float(), dim=1)
-            out[start : start + len(chunk)] = (
-                resize_probabilities_back(probs, (y, x)).argmax(1).to(torch.uint8).cpu().numpy()
+            clips = torch.stack([resized[clip_frames(f, t, self.radius), s] for f, s in chunk]).to(
+                self.device
             )
-        return out.reshape(len(frames), z, y, x)
+            probs = self.geometry.probabilities_back(self._forward(clips), (y, x), spacing_yx)
+            parts.append(reduce(probs).cpu().numpy())
+        return parts, (len(frames), z)
+
+    def probabilities(self, cine: np.ndarray, frames: Sequence[int] | None = None,
+                      spacing: Sequence[float] | None = None) -> np.ndarray:  # fmt: skip
+        """Class probabilities (len(frames), Z, C, Y, X) float32 on the cine's own grid.
+
+        Args:
+            cine: (T, Z, Y, X) intensities.
+            frames: 0-based frames to segment (all when None).
+            spacing: (z, y, x) voxel spacing in mm; required by geometry "spacing".
+        """
+        parts, lead = self._chunks(cine, frames, spacing, lambda p: p)
+        return np.concatenate(parts).reshape(*lead, -1, *cine.shape[-2:])
+
+    def predict(self, cine: np.ndarray, frames: Sequence[int] | None = None,
+                spacing: Sequence[float] | None = None, postprocess: str | None = None) -> np.ndarray:  # fmt: skip
+        """Labels (len(frames), Z, Y, X) uint8 for the 0-based ``frames`` of ``cine`` (all when None).
+
+        ``spacing`` (z, y, x) mm is required by geometry "spacing". ``postprocess`` overrides the
+        Segmenter's default mode; it is applied to each frame's (Z, Y, X) volume.
+        """
+        mode = self.postprocess if postprocess is None else postprocess
+        parts, lead = self._chunks(cine, frames, spacing, lambda p: p.argmax(1).to(torch.uint8))
+        labels = np.concatenate(parts).reshape(*lead, *cine.shape[-2:])
+        if mode != "raw":
+            labels = np.stack([postprocess_volume(v, mode) for v in labels])
+        return labels
+
+
+def postprocess_volume(labels: np.ndarray, mode: str) -> np.ndarray:
+    """:func:`pipeline.inference.postprocess.postprocess` as uint8 (one frame's (Z, Y, X) volume)."""
+    return postprocess(labels, mode).astype(np.uint8, copy=False)
+
+
+_DEFAULTS: dict[str, Any] = {"geometry": "resize", "spacing_mm": 1.5}

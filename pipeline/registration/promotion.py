@@ -31,6 +31,8 @@ class RegisterConfig:
     model_name: registered model name. metric: key of data/evaluation/metrics.json compared between
     versions (``mean_dice`` by default). higher_is_better: direction of ``metric``. min_margin: how much
     better a challenger must be to become champion. max_request_bytes: largest NIfTI a served model accepts.
+    ensemble: log every trained fold in one model (their probabilities are averaged, nnU-Net's default);
+    false logs the fold with the best validation Dice only.
     """
 
     model_name: str = "deunet-cardiac"
@@ -38,6 +40,7 @@ class RegisterConfig:
     higher_is_better: bool = True
     min_margin: float = 0.005
     max_request_bytes: int = 64 * 1024 * 1024
+    ensemble: bool = True
 
     def __post_init__(self) -> None:
         check_range("min_margin", self.min_margin, 0.0, math.inf)

@@ -9,6 +9,7 @@ runs the code version the model was logged with.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,6 @@ from mlflow.models import ModelSignature
 from mlflow.models.model import ModelInfo
 from mlflow.types import ColSpec, Schema
 
-from pipeline.errors import DataError
 from pipeline.evaluation.clinical import CLINICAL_KEYS
 from pipeline.serving.pyfunc_model import CURVE_COLUMNS, INPUT_COLUMN
 from pipeline.training.checkpoint import load_checkpoint
@@ -45,49 +45,76 @@ SIGNATURE = ModelSignature(
 
 
 def log_pyfunc_model(
-    checkpoint_path: Path,
+    checkpoint_path: Path | Sequence[Path],
     *,
     max_request_bytes: int,
     artifact_name: str = "model",
     device: str = "auto",
     batch_size: int = 16,
+    tta: str = "none",
+    postprocess: str = "raw",
 ) -> ModelInfo:
-    """Log ``checkpoint_path`` as a ``CineSegmentationModel`` (model from code) in the active MLflow run.
+    """Log checkpoint(s) as a ``CineSegmentationModel`` (model from code) in the active MLflow run.
 
     Args:
-        checkpoint_path: a checkpoint written by ``save_checkpoint`` that records its preprocessing.
+        checkpoint_path: one checkpoint written by ``save_checkpoint``, or several (a fold ensemble:
+            every fold travels in the model as ``checkpoint_00``, ``checkpoint_01``, ...). Each records
+            its preprocessing; an ensemble must share it (and r and the classes).
         max_request_bytes: largest image a request may carry (bytes, before gunzip); larger ones get 400.
         artifact_name: the logged model's name.
         device: default device of the served model (``auto`` picks CUDA when visible).
         batch_size: clips per forward pass when serving.
+        tta: test-time augmentation of the served Segmenter (none | flips | dihedral).
+        postprocess: its post-processing (raw | lcc | lcc_fill), as evaluate's headline variant.
 
     Returns:
         The ModelInfo (``model_uri`` is what ``mlflow.register_model`` takes).
 
     Raises:
-        DataError: the checkpoint is missing, unreadable or lacks its preprocessing.
-        ValueError: ``max_request_bytes`` is not a positive integer.
+        DataError: a checkpoint is missing, unreadable, lacks its preprocessing or does not match the
+            ensemble's first member (the message names the file).
+        ValueError: ``max_request_bytes`` is not a positive integer, or tta/postprocess is unknown.
     """
-    checkpoint_path = Path(checkpoint_path)
+    from pipeline.inference.postprocess import POSTPROCESS_MODES
+    from pipeline.inference.predict import Segmenter
+    from pipeline.inference.tta import TTA_MODES
+
+    paths = (
+        [Path(checkpoint_path)]
+        if isinstance(checkpoint_path, str | Path)
+        else [Path(p) for p in checkpoint_path]
+    )
     if isinstance(max_request_bytes, bool) or not isinstance(max_request_bytes, int) or max_request_bytes < 1:
         raise ValueError(f"max_request_bytes must be a positive integer, got {max_request_bytes!r}")
-    ckpt = load_checkpoint(checkpoint_path)  # fail here, not in the server
-    if "size" not in (ckpt.get("preprocess") or {}):
-        raise DataError(checkpoint_path, "checkpoint does not record its preprocessing (size, percentiles)")
+    if tta not in TTA_MODES or postprocess not in POSTPROCESS_MODES:
+        raise ValueError(
+            f"tta must be one of {list(TTA_MODES)} and postprocess one of {list(POSTPROCESS_MODES)}"
+        )
+    ckpts = [load_checkpoint(p) for p in paths]  # fail here, not in the server
+    Segmenter.from_checkpoint(ckpts, names=[str(p) for p in paths])  # refuses a mismatched ensemble
     config: dict[str, Any] = {
         "max_request_bytes": max_request_bytes,
         "device": device,
         "batch_size": batch_size,
+        "tta": tta,
+        "postprocess": postprocess,
     }
     info = mlflow.pyfunc.log_model(
         name=artifact_name,
         python_model=str(MODEL_CODE),  # model from code: nothing is unpickled on load
-        artifacts={"checkpoint": str(checkpoint_path)},
+        artifacts={f"checkpoint_{i:02d}": str(p) for i, p in enumerate(paths)},
         code_paths=[str(PACKAGE_DIR)],
         model_config=config,
         signature=SIGNATURE,
         pip_requirements=PIP_REQUIREMENTS,
-        metadata={"model_name": ckpt["model_name"], "model_config": dict(ckpt["model_config"])},
+        metadata={
+            "model_name": ckpts[0]["model_name"],
+            "model_config": dict(ckpts[0]["model_config"]),
+            "folds": [c.get("fold") for c in ckpts],
+            "preprocess": dict(ckpts[0]["preprocess"]),
+        },
     )
-    log.info("logged %s (%s) as %s", checkpoint_path, ckpt["model_name"], info.model_uri)
+    log.info(
+        "logged %s (%s, %d checkpoint(s)) as %s", paths[0], ckpts[0]["model_name"], len(paths), info.model_uri
+    )
     return info

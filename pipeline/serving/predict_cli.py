@@ -1,9 +1,13 @@
 """``predict``: segment one NIfTI cine on this machine and write labels, volume curves and indices.
 
     python -m pipeline.serving.predict_cli --model best.pt --input cine.nii.gz --out results/
+    deunet predict --model data/train/models/fold*.pt --input cine.nii.gz --out results/   # fold ensemble
 
-``--model`` is a checkpoint file (``.pt``) or an MLflow model URI (``models:/name@champion``,
-``runs:/...``). Writes, for ``<stem>`` the input name without ``.nii[.gz]``:
+``--model`` is one or more checkpoint files (``.pt``; several are a fold ensemble whose probabilities are
+averaged) or an MLflow model URI (``models:/name@champion``, ``runs:/...``; the logged model brings its
+own folds, TTA and post-processing). ``--tta`` and ``--postprocess`` apply to checkpoints; they are the
+options of :class:`pipeline.inference.predict.Segmenter`, the code evaluate scores. Writes, for ``<stem>``
+the input name without ``.nii[.gz]``:
 
     <stem>_labels.nii.gz   labels (X, Y, Z, T) uint8, 0 bg, 1 RV, 2 MYO, 3 LV, with the input's affine
     <stem>_volumes.csv     frame (0-based), LV_ml, RV_ml, MYO_ml
@@ -29,6 +33,8 @@ import numpy as np
 from pipeline.atomic import atomic_write_bytes
 from pipeline.errors import DataError, PipelineError
 from pipeline.evaluation.clinical import CLINICAL_KEYS, CLINICAL_UNITS
+from pipeline.inference.postprocess import POSTPROCESS_MODES
+from pipeline.inference.tta import TTA_MODES
 from pipeline.serving.codec import RequestError, decode_nifti, encode_labels
 from pipeline.serving.pyfunc_model import CURVE_COLUMNS, DECOMPRESSION_FACTOR, resolve_device
 from pipeline.serving.readout import Readout, readout
@@ -37,6 +43,9 @@ log = logging.getLogger(__name__)
 
 #: Largest input file the CLI reads (bytes); the served model has its own limit.
 MAX_INPUT_BYTES = 2 * 1024**3
+#: Defaults for checkpoint files: the levers measured best on acdc-roi (docs/benchmarks.md).
+DEFAULT_TTA = "flips"
+DEFAULT_POSTPROCESS = "lcc_fill"
 
 
 def input_stem(path: Path) -> str:
@@ -53,16 +62,34 @@ def is_checkpoint(model: str) -> bool:
     return ":/" not in model or Path(model).is_file()
 
 
-def predict_with_checkpoint(path: Path, cine: np.ndarray, device: str) -> np.ndarray:
-    """Labels ``(T, Z, Y, X)`` uint8 of ``cine`` ``(T, Z, Y, X)`` from a checkpoint file."""
-    from pipeline.inference.predict import Segmenter
-    from pipeline.training.checkpoint import load_checkpoint
+def checkpoint_paths(models: Sequence[str]) -> list[Path] | None:
+    """The checkpoint files of ``--model`` (None for one MLflow URI); a URI among files is an error."""
+    kinds = {is_checkpoint(m) for m in models}
+    if kinds == {False}:
+        if len(models) > 1:
+            raise DataError(models[1], "give one MLflow model URI (it carries its own folds), not several")
+        return None
+    if kinds != {True}:
+        raise DataError(
+            next(m for m in models if not is_checkpoint(m)), "cannot mix MLflow URIs and checkpoint files"
+        )
+    return [Path(m) for m in models]
 
+
+def predict_with_checkpoint(paths: Path | Sequence[Path], cine: np.ndarray, device: str,
+                            spacing: Sequence[float] | None = None, tta: str = DEFAULT_TTA,
+                            postprocess: str = DEFAULT_POSTPROCESS) -> np.ndarray:  # fmt: skip
+    """Labels ``(T, Z, Y, X)`` uint8 of ``cine`` ``(T, Z, Y, X)`` from checkpoint files (an ensemble)."""
+    from pipeline.inference.predict import Segmenter
+
+    paths = [Path(paths)] if isinstance(paths, str | Path) else [Path(p) for p in paths]
     try:
-        segmenter = Segmenter.from_checkpoint(load_checkpoint(path), device=resolve_device(device))
+        segmenter = Segmenter.from_files(
+            paths, device=resolve_device(device), tta=tta, postprocess=postprocess
+        )
     except ValueError as exc:
-        raise DataError(path, str(exc)) from None
-    return segmenter.predict(cine)
+        raise DataError(paths[0], str(exc)) from None
+    return segmenter.predict(cine, spacing=spacing)
 
 
 def predict_with_mlflow(uri: str, data: bytes, device: str) -> tuple[bytes, Readout]:
@@ -129,10 +156,15 @@ def summary(path: Path, n_frames: int, result: Readout, out: Path) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="predict", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", required=True, help="checkpoint .pt file or MLflow model URI")
+    parser.add_argument("--model", required=True, nargs="+",
+                        help="checkpoint .pt file(s) (several: a fold ensemble) or one MLflow model URI")  # fmt: skip
     parser.add_argument("--input", required=True, type=Path, help="4D (or 3D) NIfTI cine, .nii or .nii.gz")
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     parser.add_argument("--device", default="auto", help="auto (CUDA when visible), cpu or cuda[:N]")
+    parser.add_argument("--tta", default=DEFAULT_TTA, choices=TTA_MODES,
+                        help=f"test-time augmentation for checkpoints (default {DEFAULT_TTA})")  # fmt: skip
+    parser.add_argument("--postprocess", default=DEFAULT_POSTPROCESS, choices=POSTPROCESS_MODES,
+                        help=f"post-processing for checkpoints (default {DEFAULT_POSTPROCESS})")  # fmt: skip
     return parser
 
 
@@ -150,12 +182,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             cine, spacing, affine = decode_nifti(data, max_image_bytes=MAX_INPUT_BYTES * DECOMPRESSION_FACTOR)
         except RequestError as exc:
             raise DataError(path, str(exc)) from None
-        if is_checkpoint(args.model):
-            labels = predict_with_checkpoint(Path(args.model), cine, args.device)
+        paths = checkpoint_paths(args.model)
+        if paths is not None:
+            labels = predict_with_checkpoint(paths, cine, args.device, spacing, args.tta, args.postprocess)
             labels_nifti, result = encode_labels(labels, affine), readout(labels, spacing)
         else:
             try:
-                labels_nifti, result = predict_with_mlflow(args.model, data, args.device)
+                labels_nifti, result = predict_with_mlflow(args.model[0], data, args.device)
             except RequestError as exc:
                 raise DataError(path, f"model {args.model} refused it: {exc}") from None
         write_outputs(args.out, input_stem(path), labels_nifti, result, title=path.name)

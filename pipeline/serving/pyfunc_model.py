@@ -95,9 +95,10 @@ def readout_row(labels: np.ndarray, affine: np.ndarray, result: Readout) -> dict
 class CineSegmentationModel(PythonModel):
     """Pyfunc wrapper of :class:`pipeline.inference.predict.Segmenter`.
 
-    Artifacts: ``checkpoint`` (a pipeline checkpoint, read with ``weights_only=True``).
+    Artifacts: ``checkpoint_00``, ``checkpoint_01``, ... (pipeline checkpoints, read with
+    ``weights_only=True``; several are a fold ensemble; an older model's single ``checkpoint`` works too).
     model_config: ``max_request_bytes`` (int), ``device`` (``auto`` | ``cpu`` | ``cuda``),
-    ``batch_size`` (int).
+    ``batch_size`` (int), ``tta`` and ``postprocess`` (the Segmenter's options).
     """
 
     def load_context(self, context: PythonModelContext) -> None:
@@ -107,11 +108,15 @@ class CineSegmentationModel(PythonModel):
         config = dict(context.model_config or {})
         self.max_request_bytes = int(config.get("max_request_bytes", DEFAULT_MAX_REQUEST_BYTES))
         device = resolve_device(str(config.get("device", "auto")))
-        ckpt = load_checkpoint(context.artifacts["checkpoint"])
+        names = sorted(k for k in context.artifacts if k.startswith("checkpoint"))
+        ckpts = [load_checkpoint(context.artifacts[k]) for k in names]
         self.segmenter = Segmenter.from_checkpoint(
-            ckpt, device=device, batch_size=int(config.get("batch_size", 16))
-        )
-        log.info("loaded %s on %s (limit %d bytes)", ckpt["model_name"], device, self.max_request_bytes)
+            ckpts, names=[context.artifacts[k] for k in names], device=device,
+            batch_size=int(config.get("batch_size", 16)), tta=str(config.get("tta", "none")),
+            postprocess=str(config.get("postprocess", "raw")),
+        )  # fmt: skip
+        log.info("loaded %d x %s on %s (tta %s, %s; limit %d bytes)", len(ckpts), ckpts[0]["model_name"], device,
+                 self.segmenter.tta, self.segmenter.postprocess, self.max_request_bytes)  # fmt: skip
 
     def predict(
         self, context: PythonModelContext, model_input: pd.DataFrame, params: dict[str, Any] | None = None
@@ -129,6 +134,6 @@ class CineSegmentationModel(PythonModel):
                 )
             except RequestError as exc:
                 raise bad_request(f"row {i}: {exc}") from None
-            labels = self.segmenter.predict(cine)
+            labels = self.segmenter.predict(cine, spacing=spacing)
             rows.append(readout_row(labels, affine, readout(labels, spacing)))
         return pd.DataFrame(rows, columns=list(OUTPUT_COLUMNS))

@@ -15,7 +15,7 @@ from pipeline.evaluation.clinical import (
     structure_volumes,
     volume_curves,
 )
-from pipeline.evaluation.postprocess import largest_component
+from pipeline.inference.postprocess import largest_component
 from tests.conftest import make_record
 
 SPACING = (10.0, 1.5, 2.0)  # one voxel = 30 mm^3 = 0.03 ml

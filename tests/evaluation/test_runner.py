@@ -18,7 +18,8 @@ class _Constant:
     def __init__(self, labels: np.ndarray | None) -> None:
         self.labels = labels
 
-    def predict(self, cine: np.ndarray, frames: list[int] | None = None) -> np.ndarray:
+    def predict(self, cine: np.ndarray, frames: list[int] | None = None, spacing: object = None,
+                postprocess: str | None = None) -> np.ndarray:  # fmt: skip
         frames = list(range(cine.shape[0])) if frames is None else frames
         if self.labels is None:
             return np.zeros((len(frames), *cine.shape[1:]), np.uint8)

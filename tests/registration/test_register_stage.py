@@ -113,3 +113,39 @@ def test_locked_or_unreachable_store_fails_with_a_message_and_changes_nothing(
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     assert [str(v.version) for v in client.search_model_versions("name = 'deunet-cardiac'")] == ["1"]
     assert str(client.get_model_version_by_alias("deunet-cardiac", "champion").version) == "1"
+
+
+def test_registered_model_carries_every_fold_and_the_evaluated_options(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mlflow
+    import torch
+
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"tracking": {"tracking_uri": uri}}))
+    models = tmp_path / "data/train/models"
+    models.mkdir(parents=True)
+    for fold in (0, 1):
+        torch.manual_seed(fold)
+        save_checkpoint(models / f"fold{fold}.pt", build_model("unet", radius=1, base_channels=4, depth=2), None,
+                        preprocess={"size": 32, "percentiles": [0.5, 99.5]}, fold=fold)  # fmt: skip
+    folds = {"0": {"best_val_dice": 0.5}, "1": {"best_val_dice": 0.6}}
+    (tmp_path / "data/train/metrics.json").write_text(json.dumps({"folds": folds}))
+    (tmp_path / "data/evaluation").mkdir(parents=True)
+    (tmp_path / "data/evaluation/metrics.json").write_text(
+        json.dumps({"mean_dice": 0.8, "mean_hd": 3.0, "tta": "flips", "postprocess": "lcc_fill"})
+    )
+    assert register.main([]) == 0
+    record = json.loads((tmp_path / "data/registry/registration.json").read_text())
+    assert [Path(p).name for p in record["checkpoints"]] == ["fold0.pt", "fold1.pt"]
+    loaded = mlflow.pyfunc.load_model("models:/deunet-cardiac@champion")
+    segmenter = loaded.unwrap_python_model().segmenter
+    assert len(segmenter.models) == 2 and (segmenter.tta, segmenter.postprocess) == ("flips", "lcc_fill")
+    assert loaded.metadata.metadata["folds"] == [0, 1]
+
+    # a fold trained with other preprocessing cannot join: the stage names the file, the registry is unchanged
+    save_checkpoint(models / "fold1.pt", build_model("unet", radius=1, base_channels=4, depth=2), None,
+                    preprocess={"size": 48, "percentiles": [0.5, 99.5]}, fold=1)  # fmt: skip
+    assert register.main([]) == 1
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    assert len(client.search_model_versions("name = 'deunet-cardiac'")) == 1

@@ -46,13 +46,16 @@ START_TIMEOUT_S = 120
 # uvicorn answers 503 beyond this many concurrent requests (README: UVICORN_LIMIT_CONCURRENCY), which
 # together with the request size limit bounds the server's memory.
 LIMIT_CONCURRENCY = 4
+# The served model's options: the pipeline's defaults (evaluate.tta, evaluate.postprocess)
+TTA, POSTPROCESS = "flips", "lcc_fill"
 
 
 @dataclass
 class Served:
     url: str
     proc: subprocess.Popen
-    checkpoint: Path
+    checkpoint: Path  # fold 0 of the served two-fold ensemble
+    checkpoints: list[Path]
     model_uri: str  # models:/<name>@champion
     log: Path
 
@@ -100,14 +103,18 @@ def invoke(url: str, values: list, timeout: float = 60) -> requests.Response:
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     tmp = tmp_path_factory.mktemp("serving")
     torch.manual_seed(0)
-    model = build_model("unet", radius=1, base_channels=4, depth=2)
-    checkpoint = tmp / "model.pt"
-    save_checkpoint(checkpoint, model, None, preprocess={"size": 32, "percentiles": [0.5, 99.5]})
+    checkpoints = [tmp / "fold0.pt", tmp / "fold1.pt"]
+    for fold, path in enumerate(checkpoints):  # a two-fold ensemble of different weights
+        model = build_model("unet", radius=1, base_channels=4, depth=2)
+        save_checkpoint(path, model, None, preprocess={"size": 32, "percentiles": [0.5, 99.5]}, fold=fold)
+    checkpoint = checkpoints[0]
     uri = f"sqlite:///{tmp}/mlflow.db"
     with tracking_uri(uri), torch_threads(1):
         experiment = mlflow.create_experiment("serving", artifact_location=(tmp / "artifacts").as_uri())
         with mlflow.start_run(experiment_id=experiment):
-            info = log_pyfunc_model(checkpoint, max_request_bytes=MAX_REQUEST_BYTES)
+            info = log_pyfunc_model(
+                checkpoints, max_request_bytes=MAX_REQUEST_BYTES, tta=TTA, postprocess=POSTPROCESS
+            )
         version = mlflow.register_model(info.model_uri, MODEL_NAME)
         MlflowClient().set_registered_model_alias(MODEL_NAME, "champion", version.version)
         model_uri = f"models:/{MODEL_NAME}@champion"
@@ -133,7 +140,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
                 if time.monotonic() > deadline:
                     pytest.fail(f"server not up after {START_TIMEOUT_S} s:\n{log.read_text()[-3000:]}")
                 time.sleep(0.5)
-            yield Served(url, proc, checkpoint, model_uri, log)
+            yield Served(url, proc, checkpoint, checkpoints, model_uri, log)
         finally:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGTERM)
@@ -144,9 +151,11 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
                 proc.wait(timeout=15)
 
 
-def local_labels(checkpoint: Path, cine: np.ndarray) -> np.ndarray:
+def local_labels(checkpoints: list[Path], cine: np.ndarray, spacing: tuple[float, ...]) -> np.ndarray:
     with torch_threads(1):
-        return Segmenter.from_checkpoint(load_checkpoint(checkpoint), device="cpu").predict(cine)
+        ckpts = [load_checkpoint(p) for p in checkpoints]
+        seg = Segmenter.from_checkpoint(ckpts, device="cpu", tta=TTA, postprocess=POSTPROCESS)
+        return seg.predict(cine, spacing=spacing)
 
 
 def test_server_answers_like_the_local_prediction(served: Served) -> None:
@@ -158,7 +167,7 @@ def test_server_answers_like_the_local_prediction(served: Served) -> None:
     (row,) = response.json()["predictions"]
 
     labels_http, spacing, affine = decode_nifti(base64.b64decode(row["labels_nifti"]))
-    expected = local_labels(served.checkpoint, record.cine)
+    expected = local_labels(served.checkpoints, record.cine, record.spacing)
     np.testing.assert_array_equal(labels_http.astype(np.uint8), expected)
     np.testing.assert_allclose(affine, record.affine)
     assert spacing == pytest.approx(record.spacing)
@@ -271,11 +280,12 @@ def test_predict_cli_with_checkpoint_and_registry(served: Served, tmp_path: Path
     record = make_record()
     source = tmp_path / "cine.nii.gz"
     source.write_bytes(encode_cine(record.cine, record.affine, dtype=np.int16))
-    expected = local_labels(served.checkpoint, record.cine)
+    expected = local_labels(served.checkpoints, record.cine, record.spacing)
 
     with torch_threads(1):
-        assert predict_cli.main(["--model", str(served.checkpoint), "--input", str(source),
-                                 "--out", str(tmp_path / "ckpt"), "--device", "cpu"]) == 0  # fmt: skip
+        assert predict_cli.main(["--model", *map(str, served.checkpoints), "--input", str(source), "--out",
+                                 str(tmp_path / "ckpt"), "--device", "cpu", "--tta", TTA,
+                                 "--postprocess", POSTPROCESS]) == 0  # fmt: skip
     assert "cine.nii.gz: 6 frame(s)" in capsys.readouterr().out
     out = tmp_path / "ckpt"
     img = nib.Nifti1Image.from_filename(out / "cine_labels.nii.gz")
@@ -309,3 +319,29 @@ def test_predict_cli_bad_input_names_the_file(served: Served, tmp_path: Path,
     assert predict_cli.main(["--model", str(served.checkpoint), "--input", str(missing),
                              "--out", str(tmp_path)]) == 1  # fmt: skip
     assert "missing" in capsys.readouterr().err
+
+
+def test_predict_served_model_and_evaluate_give_identical_labels(served: Served, tmp_path: Path) -> None:
+    """One code path: ``deunet predict``, the HTTP server and evaluate's headline variant agree exactly."""
+    from pipeline.evaluation.runner import EvaluateConfig, evaluate_patient
+    from tests.conftest import write_patient
+
+    record = make_record(seed=3)
+    folder = write_patient(record, tmp_path / "raw")
+    source = next(folder.glob("*_4d.nii.gz"))
+    with torch_threads(1):
+        assert predict_cli.main(["--model", *map(str, served.checkpoints), "--input", str(source),
+                                 "--out", str(tmp_path / "out"), "--device", "cpu"]) == 0  # fmt: skip
+        seg = Segmenter.from_files(served.checkpoints, device="cpu", tta=TTA, postprocess=POSTPROCESS)
+        result = evaluate_patient(
+            seg, folder, 0, EvaluateConfig(postprocess=POSTPROCESS, tta=TTA, whole_cycle=False)
+        )
+    img = nib.Nifti1Image.from_filename(tmp_path / "out" / f"{source.name[:-7]}_labels.nii.gz")
+    cli = np.transpose(np.asarray(img.dataobj), (3, 2, 1, 0)).astype(np.uint8)
+    response = invoke(served.url, [base64.b64encode(source.read_bytes()).decode("ascii")])
+    assert response.status_code == 200, response.text
+    http, _, _ = decode_nifti(base64.b64decode(response.json()["predictions"][0]["labels_nifti"]))
+    np.testing.assert_array_equal(http.astype(np.uint8), cli)
+    for phase in ("ED", "ES"):
+        np.testing.assert_array_equal(cli[record.frame_index(phase)], result.arrays[f"pred_{phase}"])
+    assert cli.any()  # the untrained ensemble still labels something: the comparison is not of empties

@@ -1,0 +1,162 @@
+"""Segmenter: test-time augmentation, fold ensembles, post-processing and the recorded geometry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from pipeline.errors import DataError
+from pipeline.inference.postprocess import fill_holes, postprocess
+from pipeline.inference.predict import Segmenter
+from pipeline.inference.tta import tta_transforms
+from pipeline.models import build_model
+from pipeline.preprocessing.geometry import Geometry
+from pipeline.training.checkpoint import save_checkpoint
+
+torch.set_num_threads(1)
+
+
+class _Pointwise(nn.Module):
+    """Logits from each pixel of the middle frame alone (a 1x1 convolution): commutes with flips and rot90."""
+
+    def __init__(self, radius: int = 1) -> None:
+        super().__init__()
+        self.radius, self.num_classes = radius, 4
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(1, 4, 1)
+
+    def forward(self, clip: torch.Tensor) -> torch.Tensor:
+        return self.conv(clip[:, self.radius : self.radius + 1])
+
+
+def _cine(seed: int = 0, shape: tuple[int, ...] = (5, 3, 28, 25)) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=shape).astype(np.float32)
+
+
+def test_every_tta_view_is_inverted_exactly() -> None:
+    x = torch.arange(2 * 3 * 6 * 6, dtype=torch.float32).view(2, 3, 6, 6)
+    for mode, n in (("none", 1), ("flips", 4), ("dihedral", 8)):
+        views = tta_transforms(mode)
+        assert len(views) == n
+        assert len({tuple(f(x).flatten().tolist()) for f, _ in views}) == n  # all views differ
+        for forward, inverse in views:
+            torch.testing.assert_close(inverse(forward(x)), x, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("tta", ["flips", "dihedral"])
+def test_tta_of_a_model_that_commutes_with_flips_equals_the_plain_prediction(tta: str) -> None:
+    cine = _cine()
+    plain = Segmenter(_Pointwise(), size=32, tta="none")
+    augmented = Segmenter(_Pointwise(), size=32, tta=tta)
+    np.testing.assert_allclose(augmented.probabilities(cine), plain.probabilities(cine), atol=1e-6)
+    np.testing.assert_array_equal(augmented.predict(cine), plain.predict(cine))
+
+
+def test_tta_changes_the_output_of_a_model_that_does_not_commute() -> None:
+    torch.manual_seed(0)
+    model = build_model("unet", radius=1, base_channels=4, depth=2)
+    cine = _cine()
+    plain = Segmenter(model, size=32).probabilities(cine)
+    flipped = Segmenter(model, size=32, tta="flips").probabilities(cine)
+    assert np.abs(plain - flipped).max() > 1e-4
+    np.testing.assert_allclose(flipped.sum(2), 1.0, atol=1e-5)
+
+
+def _checkpoint(path: Path, model: nn.Module, **preprocess: object) -> Path:
+    pre = {"size": 32, "percentiles": [0.5, 99.5], "geometry": "resize", "spacing_mm": 1.5, **preprocess}
+    save_checkpoint(path, model, None, preprocess=pre)  # type: ignore[arg-type]
+    return path
+
+
+def test_an_ensemble_of_two_identical_checkpoints_equals_one(tmp_path: Path) -> None:
+    torch.manual_seed(1)
+    model = build_model("unet", radius=1, base_channels=4, depth=2)
+    a = _checkpoint(tmp_path / "a.pt", model)
+    b = _checkpoint(tmp_path / "b.pt", model)
+    cine = _cine(2)
+    one = Segmenter.from_files([a])
+    two = Segmenter.from_files([a, b])
+    assert len(two.models) == 2
+    np.testing.assert_allclose(two.probabilities(cine), one.probabilities(cine), atol=1e-6)
+    np.testing.assert_array_equal(two.predict(cine), one.predict(cine))
+
+
+def test_an_ensemble_of_different_models_averages_them(tmp_path: Path) -> None:
+    torch.manual_seed(1)
+    m1, m2 = (build_model("unet", radius=1, base_channels=4, depth=2) for _ in range(2))
+    files = [_checkpoint(tmp_path / "a.pt", m1), _checkpoint(tmp_path / "b.pt", m2)]
+    cine = _cine(3)
+    mean = (
+        Segmenter.from_files(files[:1]).probabilities(cine)
+        + Segmenter.from_files(files[1:]).probabilities(cine)
+    ) / 2
+    np.testing.assert_allclose(Segmenter.from_files(files).probabilities(cine), mean, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("other", "says"),
+    [
+        ({"size": 48}, "size: 48 vs 32"),
+        ({"geometry": "spacing"}, "geometry: 'spacing' vs 'resize'"),
+        ({"percentiles": [1.0, 99.0]}, "percentiles"),
+    ],
+)
+def test_an_ensemble_with_other_preprocessing_is_refused_naming_the_file(
+    tmp_path: Path, other: dict, says: str
+) -> None:
+    model = build_model("unet", radius=1, base_channels=4, depth=2)
+    good = _checkpoint(tmp_path / "fold0.pt", model)
+    bad = _checkpoint(tmp_path / "fold1.pt", model, **other)
+    with pytest.raises(DataError, match=r"fold1\.pt.*cannot join the ensemble") as info:
+        Segmenter.from_files([good, bad])
+    assert says in str(info.value)
+
+
+def test_an_ensemble_with_another_radius_is_refused(tmp_path: Path) -> None:
+    good = _checkpoint(tmp_path / "fold0.pt", build_model("unet", radius=1, base_channels=4, depth=2))
+    bad = _checkpoint(tmp_path / "fold1.pt", build_model("unet", radius=2, base_channels=4, depth=2))
+    with pytest.raises(DataError, match=r"fold1\.pt: cannot join the ensemble: radius: 2 vs 1"):
+        Segmenter.from_files([good, bad])
+
+
+def test_spacing_geometry_needs_the_spacing() -> None:
+    seg = Segmenter(_Pointwise(), geometry=Geometry("spacing", 32, 1.5))
+    with pytest.raises(ValueError, match="needs the in-plane spacing"):
+        seg.predict(_cine())
+    assert seg.predict(_cine(), spacing=(8.0, 1.2, 1.7)).shape == (5, 3, 28, 25)
+
+
+def test_predict_applies_its_post_processing_per_frame() -> None:
+    seg = Segmenter(build_model("unet", radius=1, base_channels=4, depth=2), size=32, postprocess="lcc_fill")
+    cine = _cine(4)
+    raw = seg.predict(cine, postprocess="raw")
+    np.testing.assert_array_equal(seg.predict(cine), np.stack([postprocess(v, "lcc_fill") for v in raw]))
+
+
+def test_lcc_removes_a_planted_stray_blob_and_keeps_the_main_component() -> None:
+    labels = np.zeros((4, 40, 40), np.uint8)
+    labels[:, 10:22, 10:22] = 3  # the LV
+    labels[:, 8:24, 8:10] = 2  # a piece of myocardium beside it
+    labels[1:3, 34:37, 34:37] = 3  # a stray LV blob 17 voxels away
+    out = postprocess(labels, "lcc")
+    assert not (out[1:3, 34:37, 34:37]).any()
+    np.testing.assert_array_equal(out[:, :30, :30], labels[:, :30, :30])
+    np.testing.assert_array_equal(postprocess(labels, "raw"), labels)
+
+
+def test_fill_holes_fills_background_inside_a_structure_and_overwrites_nothing_else() -> None:
+    labels = np.zeros((2, 20, 20), np.uint8)
+    labels[:, 4:16, 4:16] = 2  # myocardial ring ...
+    labels[:, 7:13, 7:13] = 3  # ... around the LV cavity
+    labels[0, 9, 9] = 0  # a background speck inside the LV
+    labels[1, 5, 5] = 0  # and one inside the myocardium
+    out = fill_holes(labels)
+    assert out[0, 9, 9] == 3 and out[1, 5, 5] == 2
+    assert (out[labels != 0] == labels[labels != 0]).all()
+    assert (out[:, :4] == 0).all()
+    with pytest.raises(ValueError, match="postprocess must be one of"):
+        postprocess(labels, "largest")
