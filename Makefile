@@ -25,9 +25,14 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 ## The main job: rebuild the whole pipeline on the embedded synthetic default.
+## `make repro PROFILE=acdc-roi-cpu` runs it on real data instead, as a named DVC experiment (profiles/).
 repro: $(STAMP)
 	@[ -d .dvc ] || $(BIN)/dvc init --quiet
+ifdef PROFILE
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pipeline.profiles $(PROFILE) --exp
+else
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
+endif
 
 ## The test suite (offline, CPU), after the linter.
 test: $(STAMP)

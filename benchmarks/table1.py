@@ -117,7 +117,7 @@ def _one_run(model: str, seed: int, fold: int, base: TrainConfig, args: argparse
     start = time.perf_counter()
     result = train_fold(store, spec["train"], spec["val"], cfg, work, fold)
     train_seconds = sum(row["seconds"] for row in result.history)
-    seg = Segmenter.from_checkpoint(load_checkpoint(work / "best.pt"), device=device, batch_size=32)
+    seg = Segmenter.from_checkpoint(load_checkpoint(work / result.model_file), device=device, batch_size=32)
     ev = EvaluateConfig(whole_cycle=args.whole_cycle, overlays=0)
     results = evaluate_patients(seg, Path(args.raw), spec["val"], fold, ev, progress=False)
     metrics = run_metrics(summarise([c for r in results for c in r.cases["raw"]]))

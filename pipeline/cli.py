@@ -14,7 +14,8 @@ from collections.abc import Sequence
 
 STAGES = ("download", "preprocess", "validate", "split", "tune", "train", "evaluate", "register")
 # Commands that are not DVC stages, and the modules that implement them.
-EXTRA = {"predict": "pipeline.serving.predict_cli", "flow": "pipeline.orchestration.cli"}
+EXTRA = {"predict": "pipeline.serving.predict_cli", "flow": "pipeline.orchestration.cli",
+         "profile": "pipeline.profiles"}  # fmt: skip
 COMMANDS = (*STAGES, *EXTRA)
 
 

@@ -41,7 +41,8 @@ class TrainConfig:
 
     resume: continue a run with the same params, data and code from its last checkpoint (also a run that
     finished: its result is reused); false retrains from scratch.
-    schedule / warmup_epochs: the learning-rate curve over max_epochs (see pipeline.training.schedule).
+    schedule / warmup_epochs: the learning-rate curve over max_epochs (see pipeline.training.schedule);
+        the warm-up is cut to max_epochs - 1 epochs when longer (short tuning trials).
     ce_weight / dice_weight: weights of cross-entropy and soft Dice in the loss.
     select: which checkpoint a fold publishes: "best" (highest validation Dice) or "last" (the end of the
     schedule; unbiased when the same validation patients are then evaluated).
@@ -89,10 +90,6 @@ class TrainConfig:
         if self.ce_weight < 0 or self.dice_weight < 0 or self.ce_weight + self.dice_weight == 0:
             raise ValueError(
                 f"ce_weight and dice_weight must be >= 0 and not both 0, got {self.ce_weight}, {self.dice_weight}"
-            )
-        if self.warmup_epochs >= self.max_epochs:
-            raise ValueError(
-                f"warmup_epochs must be < max_epochs = {self.max_epochs}, got {self.warmup_epochs}"
             )
         if not self.folds:
             raise ValueError("folds must name at least one fold")
@@ -219,7 +216,7 @@ def train_fold(
         n_batches = len(loader)
         for batch, (clip, label) in enumerate(loader):
             lr = learning_rate(cfg.lr, cfg.schedule, epoch - 1 + batch / n_batches, cfg.max_epochs,
-                               cfg.warmup_epochs)  # fmt: skip
+                               min(cfg.warmup_epochs, cfg.max_epochs - 1))  # fmt: skip
             for group in optimizer.param_groups:
                 group["lr"] = lr
             clip, label = clip.to(device, non_blocking=True), label.to(device, non_blocking=True)

@@ -47,7 +47,7 @@ def test_interrupted_training_with_schedule_and_deep_supervision_resumes_exactly
 
 
 def test_bad_training_settings_are_refused() -> None:
-    with pytest.raises(ValueError, match="warmup_epochs must be < max_epochs"):
-        TrainConfig(max_epochs=2, warmup_epochs=2)
+    with pytest.raises(ValueError, match="warmup_epochs must be >= 0"):
+        TrainConfig(warmup_epochs=-1)
     with pytest.raises(ValueError, match="ce_weight and dice_weight"):
         TrainConfig(ce_weight=0.0, dice_weight=0.0)
