@@ -103,7 +103,7 @@ def train_one(params: dict[str, Any], model: str, fold: int, tag: str) -> dict[s
               "epochs": result.epochs_run, "best_val_dice": result.best_dice, "best_epoch": result.best_epoch,
               "final_val_dice": result.history[-1]["val_dice"], "model_file": result.model_file,
               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-              "store": str(store_dir.relative_to(ROOT))}  # fmt: skip
+              "store": str(store_dir.relative_to(ROOT) if store_dir.is_relative_to(ROOT) else store_dir)}  # fmt: skip
     (work / "timing.json").write_text(json.dumps(timing, indent=1) + "\n")
     print(f"{tag}/{model}/fold{fold}: val Dice final {timing['final_val_dice']:.4f} best {result.best_dice:.4f} "
           f"(epoch {result.best_epoch}/{result.epochs_run}), {timing['wall_s'] / 60:.1f} min wall, "
@@ -122,7 +122,7 @@ def evaluate_one(params: dict[str, Any], model: str, fold: int, tag: str, tta_mo
     work = WORK / tag / model / f"fold{fold}"
     timing = json.loads((work / "timing.json").read_text())
     run_params = yaml.safe_load((work / "params.yaml").read_text())
-    store_dir = ROOT / timing["store"]
+    store_dir = ROOT / timing["store"]  # relative to the repo, or absolute
     spec = read_split(store_dir / "folds.json")["folds"][fold]
     raw = (ROOT / run_params["download"]["local_path"]).resolve()
     torch.set_num_threads(max(int(run_params["train"].get("threads") or 1), 1))
@@ -197,13 +197,8 @@ def run_all(args: argparse.Namespace, params: dict[str, Any]) -> str:
     store_for(params)  # preprocess once, before the parallel trainings
     split_for(store_for(params), params)
     base = [sys.executable, "-m", "benchmarks.acdc_cv"]
-    common = [
-        "--profile",
-        str(args.profile),
-        "--tag",
-        args.tag,
-        *(a for item in args.set for a in ("--set", item)),
-    ]
+    common = ["--profile", str(args.profile), "--tag", args.tag, "--work", str(WORK),
+              *(a for item in args.set for a in ("--set", item))]  # fmt: skip
 
     def train(job: tuple[str, int]) -> int:
         model, fold = job
@@ -223,12 +218,14 @@ def run_all(args: argparse.Namespace, params: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global WORK
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--profile", type=Path, default=ROOT / "profiles" / "acdc-roi-cpu.yaml")
     common.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     common.add_argument("--tag", default="base")
+    common.add_argument("--work", type=Path, default=WORK, help=f"work folder (default {WORK})")
     t = sub.add_parser("train", parents=[common])
     t.add_argument("--model", required=True)
     t.add_argument("--fold", type=int, required=True)
@@ -246,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--models", nargs="+", default=["deunet", "unet"])
     r.add_argument("--out", type=Path, default=None, help="also write the markdown here")
     args = p.parse_args(argv)
+    WORK = args.work.resolve()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     params = merged_params(args.profile, args.set)
     if args.cmd == "train":
