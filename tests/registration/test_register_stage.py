@@ -115,7 +115,9 @@ def test_locked_or_unreachable_store_fails_with_a_message_and_changes_nothing(
     assert str(client.get_model_version_by_alias("deunet-cardiac", "champion").version) == "1"
 
 
-def test_registered_model_carries_every_fold_and_the_evaluated_options(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_registered_model_carries_every_fold_and_the_evaluated_options(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import mlflow
     import torch
 

@@ -12,7 +12,9 @@ from benchmarks import acdc_cv
 pytestmark = pytest.mark.slow
 
 
-def test_benchmark_trains_evaluates_and_reports(acdc_roi: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_benchmark_trains_evaluates_and_reports(
+    acdc_roi: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     work = tmp_path / "bench"
     toy = ["--set", f"download.local_path={acdc_roi}", "--set", "preprocess.size=32", "--set", "train.max_epochs=1",
            "--set", "train.model_args={base_channels: 4, depth: 2}", "--work", str(work), "--tag", "toy"]  # fmt: skip
@@ -23,7 +25,11 @@ def test_benchmark_trains_evaluates_and_reports(acdc_roi: Path, tmp_path: Path, 
     ev = json.loads((work / "toy/unet/fold1/evaluation.json").read_text())
     folds = json.loads(next((work / "stores").glob("*/folds.json")).read_text())["folds"]
     assert ev["val"] == folds[1]["val"]  # the fold's own validation patients, nobody else
-    assert set(ev["tta"]) == {"none", "flips"} and set(ev["tta"]["none"]["cases"]) == {"raw", "lcc", "lcc_fill"}
+    assert set(ev["tta"]) == {"none", "flips"} and set(ev["tta"]["none"]["cases"]) == {
+        "raw",
+        "lcc",
+        "lcc_fill",
+    }
     assert len(ev["tta"]["none"]["cases"]["raw"]) == 2 * len(folds[1]["val"])
     capsys.readouterr()
     assert acdc_cv.main(["report", *toy, "--tags", "toy", "--models", "unet"]) == 0

@@ -116,5 +116,5 @@ def test_deep_supervision_hooks_the_segmentation_decoder() -> None:
     assert ds.weights.tolist() == pytest.approx([4 / 7, 2 / 7, 1 / 7])
     with pytest.raises(ValueError, match="has none"):
         DeepSupervision(build_model("gridnet", radius=1, base_channels=4, depth=2), 1, 4)
-    with pytest.raises(ValueError, match="deep_supervision must be in 1..2"):
+    with pytest.raises(ValueError, match=r"deep_supervision must be in 1\.\.2"):
         DeepSupervision(model, 3, 4)

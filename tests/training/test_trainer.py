@@ -28,11 +28,15 @@ def _stop_after(epoch: int):  # type: ignore[no-untyped-def]
     return callback
 
 
-def test_interrupted_training_with_schedule_and_deep_supervision_resumes_exactly(tiny_data: Path, tmp_path: Path) -> None:
+def test_interrupted_training_with_schedule_and_deep_supervision_resumes_exactly(
+    tiny_data: Path, tmp_path: Path
+) -> None:
     store, spec = ClipStore(tiny_data / "pre"), read_split(tiny_data / "folds.json")["folds"][0]
     clean = train_fold(store, spec["train"], spec["val"], CFG, tmp_path / "clean", 0, progress=False)
     with pytest.raises(_Stop):
-        train_fold(store, spec["train"], spec["val"], CFG, tmp_path / "cut", 0, _stop_after(2), progress=False)
+        train_fold(
+            store, spec["train"], spec["val"], CFG, tmp_path / "cut", 0, _stop_after(2), progress=False
+        )
     resumed = train_fold(store, spec["train"], spec["val"], CFG, tmp_path / "cut", 0, progress=False)
     assert resumed.resumed_from == 2 and resumed.epochs_run == clean.epochs_run == 3
     assert clean.model_file == "final.pt"
