@@ -31,6 +31,7 @@ import yaml
 from pipeline.config import load_params, section
 
 ROOT = Path(__file__).resolve().parents[1]
+TTA_ORDER = ("none", "flips", "dihedral")
 WORK = ROOT / "data" / "bench" / "acdc_cv"
 log = logging.getLogger("benchmarks.acdc_cv")
 
@@ -183,7 +184,8 @@ def report(tags: list[str], models: list[str]) -> str:
                 h = headline(cases)
                 lines.append(f"| {tag} | {model} | {','.join(map(str, got['folds']))} | {per_fold:.1f} | {tta} | {variant} | "
                              f"{h['mean_dice']:.4f} | {h['mean_hd']:.2f} | {h['mean_assd']:.2f} | {h['dice_RV_ES']:.4f} |")  # fmt: skip
-                if variant in ("raw", "lcc_fill") and tta == max(t for t, _ in got["cases"]):
+                strongest = [t for t in TTA_ORDER if any(t == k for k, _ in got["cases"])][-1]
+                if variant in ("raw", "lcc_fill") and tta in ("none", strongest):
                     tables.append(f"### {model} ({tag}), folds {got['folds']}, TTA {tta}, {variant}\n\n"
                                   + table1_markdown(summarise(cases)))  # fmt: skip
     return "\n".join(lines) + "\n\n" + "\n\n".join(tables)
