@@ -112,8 +112,13 @@ def train_one(params: dict[str, Any], model: str, fold: int, tag: str) -> dict[s
     return timing
 
 
-def evaluate_one(params: dict[str, Any], model: str, fold: int, tag: str, tta_modes: list[str]) -> Path:
-    """Score one fold's published model on its own validation patients: every TTA mode x post-processing."""
+def evaluate_one(params: dict[str, Any], model: str, fold: int, tag: str, tta_modes: list[str],
+                 members: list[str] | None = None) -> Path:  # fmt: skip
+    """Score one fold's published model on its own validation patients: every TTA mode x post-processing.
+
+    With ``members`` (tags of runs of the same model and fold, e.g. other seeds), score their ensemble
+    instead, written under ``tag``: what averaging models is worth, measured without leaking patients.
+    """
     import torch
 
     from pipeline.evaluation.runner import EvaluateConfig, evaluate_patients
@@ -121,15 +126,22 @@ def evaluate_one(params: dict[str, Any], model: str, fold: int, tag: str, tta_mo
     from pipeline.splitting.folds import read_split
 
     work = WORK / tag / model / f"fold{fold}"
-    timing = json.loads((work / "timing.json").read_text())
-    run_params = yaml.safe_load((work / "params.yaml").read_text())
+    sources = [WORK / m / model / f"fold{fold}" for m in members] if members else [work]
+    timings = [json.loads((src / "timing.json").read_text()) for src in sources]
+    files = [src / t["model_file"] for src, t in zip(sources, timings, strict=True)]
+    if members:
+        work.mkdir(parents=True, exist_ok=True)
+        merged = {**timings[0], "cpu_s": sum(t["cpu_s"] for t in timings), "members": members}
+        (work / "timing.json").write_text(json.dumps(merged, indent=1) + "\n")
+    timing = timings[0]
+    run_params = yaml.safe_load((sources[0] / "params.yaml").read_text())
     store_dir = ROOT / timing["store"]  # relative to the repo, or absolute
     spec = read_split(store_dir / "folds.json")["folds"][fold]
     raw = (ROOT / run_params["download"]["local_path"]).resolve()
     torch.set_num_threads(max(int(run_params["train"].get("threads") or 1), 1))
     out: dict[str, Any] = {"model": model, "fold": fold, "tag": tag, "val": spec["val"], "tta": {}}
     for tta in tta_modes:
-        seg = Segmenter.from_files([work / timing["model_file"]], tta=tta, batch_size=32)
+        seg = Segmenter.from_files(files, tta=tta, batch_size=32)
         cfg = EvaluateConfig(whole_cycle=False, tta=tta)
         start = time.perf_counter()
         results = evaluate_patients(seg, raw, spec["val"], fold, cfg, progress=False)
@@ -235,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--model", required=True)
     e.add_argument("--folds", type=int, nargs="+", required=True)
     e.add_argument("--tta", nargs="+", default=["none", "flips"])
+    e.add_argument("--members", nargs="+", default=None, help="score the ensemble of these tags' runs")
     a = sub.add_parser("run", parents=[common])
     a.add_argument("--models", nargs="+", default=["deunet", "unet"])
     a.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
@@ -252,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         train_one(params, args.model, args.fold, args.tag)
     elif args.cmd == "evaluate":
         for fold in args.folds:
-            evaluate_one(params, args.model, fold, args.tag, args.tta)
+            evaluate_one(params, args.model, fold, args.tag, args.tta, args.members)
     elif args.cmd == "run":
         print(run_all(args, params))
     else:
