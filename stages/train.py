@@ -15,7 +15,7 @@ import yaml
 
 from pipeline.atomic import atomic_directory
 from pipeline.config import section
-from pipeline.errors import DataError
+from pipeline.errors import ConfigError, DataError
 from pipeline.preprocessing.store import ClipStore
 from pipeline.splitting.folds import read_split
 from pipeline.tracking import TrackingConfig, make_tracker, provenance_tags
@@ -92,7 +92,7 @@ def _main(args: argparse.Namespace, params: dict[str, Any]) -> int:
     n_folds = len(split["folds"])
     bad = [f for f in cfg.folds if not 0 <= f < n_folds]
     if bad:
-        raise ValueError(f"train.folds {bad} out of range: the split has folds 0..{n_folds - 1}")
+        raise ConfigError(f"train.folds: {bad} out of range; {args.split} has folds 0..{n_folds - 1}")
     work = Path(args.checkpoints) / run_key(cfg, store, Path(args.split))
     if not cfg.resume and dist.is_main() and work.exists():
         log.info("train.resume is false: removing %s and training from scratch", work)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.errors import DataError
+from pipeline.errors import ConfigError, DataError, RequestError
 from pipeline.inference.postprocess import POSTPROCESS_MODES, postprocess
 from pipeline.inference.tta import TTA_MODES, tta_transforms
 from pipeline.models import SegmentationModel
@@ -56,21 +56,21 @@ class Segmenter:
                  tta: str = "none", postprocess: str = "raw") -> None:  # fmt: skip
         models = [model] if isinstance(model, torch.nn.Module) else list(model)
         if not models:
-            raise ValueError("Segmenter needs at least one model")
+            raise ConfigError("Segmenter needs at least one model")
         radii = {int(m.radius) for m in models}
         classes = {int(getattr(m, "num_classes", 4)) for m in models}
         if len(radii) > 1 or len(classes) > 1:
-            raise ValueError(
+            raise ConfigError(
                 f"ensemble members differ in radius {sorted(radii)} or classes {sorted(classes)}"
             )
         if geometry is None:
             if size is None:
-                raise ValueError("Segmenter needs the training size or geometry")
+                raise ConfigError("Segmenter needs the training size or geometry")
             geometry = Geometry("resize", int(size))
         if tta not in TTA_MODES:
-            raise ValueError(f"tta must be one of {list(TTA_MODES)}, got {tta!r}")
+            raise ConfigError(f"tta must be one of {list(TTA_MODES)}, got {tta!r}")
         if postprocess not in POSTPROCESS_MODES:
-            raise ValueError(f"postprocess must be one of {list(POSTPROCESS_MODES)}, got {postprocess!r}")
+            raise ConfigError(f"postprocess must be one of {list(POSTPROCESS_MODES)}, got {postprocess!r}")
         self.device = torch.device(device)
         self.models = [m.to(self.device).eval() for m in models]
         self.radius = radii.pop()
@@ -143,7 +143,7 @@ class Segmenter:
                 reduce: Callable[[torch.Tensor], torch.Tensor]) -> tuple[list[np.ndarray], tuple[int, ...]]:  # fmt: skip
         """``reduce`` of the (B, C, Y, X) probabilities of every (frame, slice), batch by batch."""
         if cine.ndim != 4:
-            raise ValueError(f"expected a cine (T, Z, Y, X), got shape {cine.shape}")
+            raise RequestError(f"expected a cine (T, Z, Y, X), got shape {cine.shape}")
         t, z, y, x = cine.shape
         frames = list(range(t)) if frames is None else [int(f) for f in frames]
         spacing_yx = None if spacing is None else (float(spacing[-2]), float(spacing[-1]))

@@ -16,13 +16,13 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
+from pipeline.errors import RequestError
+
+__all__ = ["RequestError", "decode_nifti", "encode_cine", "encode_labels", "gunzip_capped"]
+
 GZIP_MAGIC = b"\x1f\x8b"
 #: Default cap on the decompressed NIfTI size (bytes) and on the voxel data it declares.
 DEFAULT_MAX_IMAGE_BYTES = 512 * 1024 * 1024
-
-
-class RequestError(ValueError):
-    """The request's image is unusable (not NIfTI, wrong dimensionality, too large, NaN, ...)."""
 
 
 def gunzip_capped(data: bytes, max_bytes: int) -> bytes:
