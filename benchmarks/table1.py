@@ -31,7 +31,6 @@ import torch
 
 from pipeline.atomic import atomic_directory
 from pipeline.config import load_params, section
-from pipeline.data.acdc import PHASES
 from pipeline.evaluation import summarise
 from pipeline.evaluation.metrics import STRUCTURE_ORDER
 from pipeline.evaluation.runner import EvaluateConfig, evaluate_patients
@@ -43,6 +42,7 @@ from pipeline.tracking import TrackingConfig, make_tracker, provenance_tags
 from pipeline.training.checkpoint import load_checkpoint
 from pipeline.training.runkey import run_key
 from pipeline.training.trainer import TrainConfig, resolve_device, train_fold
+from pipeline.vocabulary import PHASES
 
 log = logging.getLogger("benchmarks.table1")
 LABELS = {"unet": "U-Net", "kunet": "kU-Net", "gridnet": "GridNet", "attention_unet": "Attention U-Net",

@@ -14,7 +14,6 @@ import pandas as pd
 
 from pipeline.atomic import atomic_directory
 from pipeline.config import section
-from pipeline.data.acdc import PHASES
 from pipeline.errors import DataError
 from pipeline.evaluation import agreement, summarise, table1_markdown
 from pipeline.evaluation.metrics import STRUCTURE_ORDER
@@ -30,6 +29,7 @@ from pipeline.splitting.folds import read_split
 from pipeline.tracking import TrackingConfig, make_tracker, provenance_tags
 from pipeline.training.checkpoint import load_checkpoint
 from pipeline.training.trainer import resolve_device
+from pipeline.vocabulary import PHASES
 from stages._common import parser, run
 
 log = logging.getLogger("stages.evaluate")

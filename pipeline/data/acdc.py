@@ -27,11 +27,10 @@ import numpy as np
 
 from pipeline.atomic import atomic_directory
 from pipeline.errors import DataError
+from pipeline.vocabulary import LABELS, PHASES, STRUCTURES
 
-LABELS = {0: "background", 1: "RV", 2: "MYO", 3: "LV"}
-STRUCTURES = {"RV": 1, "MYO": 2, "LV": 3}
+
 GROUPS = ("NOR", "DCM", "HCM", "MINF", "RV")
-PHASES = ("ED", "ES")
 # Largest image a header may declare: a 4D cine at 512x512x40x60 float32 is 2.3 GiB.
 MAX_NIFTI_BYTES = 8 * 2**30
 UNKNOWN_GROUP = "UNKNOWN"

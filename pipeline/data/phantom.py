@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.data.acdc import GROUPS, PatientInfo, PatientRecord, affine_from_spacing, write_patient
+from pipeline.vocabulary import STRUCTURES, voxel_volume_ml
 
 # group -> LV EF, RV EF, basal ED endocardial LV radius (mm), LV wall (mm), RV crescent depth (mm)
 _GROUP_PARAMS: dict[str, tuple[tuple[float, float], ...]] = {
@@ -342,6 +343,6 @@ def ground_truth_volumes(record: PatientRecord) -> dict[str, np.ndarray]:
     """(T,) volumes in ml of 'LV', 'MYO' and 'RV' over the cycle, from ``record.cine_labels``."""
     if record.cine_labels is None:
         raise ValueError(f"{record.patient_id} has no cine_labels (labels of every frame)")
-    voxel_ml = float(np.prod(record.spacing)) / 1000.0
+    voxel_ml = voxel_volume_ml(record.spacing)
     flat = record.cine_labels.reshape(record.n_frames, -1)
-    return {name: (flat == label).sum(1) * voxel_ml for name, label in (("RV", 1), ("MYO", 2), ("LV", 3))}
+    return {name: (flat == label).sum(1) * voxel_ml for name, label in STRUCTURES.items()}

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from pipeline.data.acdc import STRUCTURES
+from pipeline.vocabulary import STRUCTURES, voxel_volume_ml
 
 MYOCARDIAL_DENSITY_G_PER_ML = 1.05
 
@@ -27,14 +27,6 @@ CLINICAL_UNITS = {
     "MYO_mass": "g",
 }
 CLINICAL_KEYS = tuple(CLINICAL_UNITS)
-
-
-def voxel_volume_ml(spacing: Sequence[float]) -> float:
-    """Volume of one voxel in ml from its (z, y, x) size in mm."""
-    values = [float(s) for s in spacing]
-    if len(values) != 3 or not all(math.isfinite(s) and s > 0 for s in values):
-        raise ValueError(f"spacing must be three positive finite (z, y, x) values in mm, got {spacing!r}")
-    return float(np.prod(values)) / 1000.0
 
 
 def structure_volumes(labels: np.ndarray, spacing: Sequence[float]) -> dict[str, float]:

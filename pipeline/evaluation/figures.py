@@ -15,8 +15,8 @@ from typing import Final
 import numpy as np
 from numpy.typing import ArrayLike
 
-from pipeline.data.acdc import STRUCTURES
 from pipeline.evaluation.agreement import agreement
+from pipeline.vocabulary import STRUCTURES
 
 #: One colour per structure; ground truth solid, prediction dashed (as in the paper's Fig. 3).
 COLOURS = {"LV": "tab:red", "MYO": "tab:green", "RV": "tab:blue"}

@@ -25,10 +25,9 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
-from pipeline.data.acdc import STRUCTURES
+from pipeline.vocabulary import STRUCTURE_ORDER, STRUCTURES
 
-#: Output order of :func:`evaluate_case` (label values come from ``pipeline.data.acdc.STRUCTURES``).
-STRUCTURE_ORDER = ("LV", "MYO", "RV")
+__all__ = ["METRICS", "STATUSES", "STRUCTURE_ORDER", "binary_metrics", "evaluate_case", "surface_distances"]
 METRICS = ("dice", "hd", "hd95", "assd")
 STATUSES = ("ok", "both_empty", "pred_empty", "gt_empty")
 

@@ -8,11 +8,11 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.evaluation.metrics import METRICS, STATUSES, STRUCTURE_ORDER
+from pipeline.evaluation.metrics import METRICS, STATUSES
+from pipeline.vocabulary import PHASES, STRUCTURE_ORDER
 
-PHASES = ("ED", "ES")
 #: Table 1 column order (the paper's: LV, MYO, RV) and row order with units.
-TABLE_STRUCTURES = ("LV", "MYO", "RV")
+TABLE_STRUCTURES = STRUCTURE_ORDER
 TABLE_ROWS = (("assd", "ASSD (mm)"), ("hd", "HD (mm)"), ("hd95", "HD95 (mm)"), ("dice", "Dice"))
 CONVENTION = "3D per patient at original resolution, header spacing"
 EMPTY_STATUSES = tuple(s for s in STATUSES if s != "ok")

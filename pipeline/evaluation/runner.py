@@ -17,12 +17,13 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.data.acdc import PHASES, read_patient
+from pipeline.data.acdc import read_patient
 from pipeline.evaluation.clinical import CLINICAL_KEYS, clinical_indices, phases_from_curves, volume_curves
 from pipeline.evaluation.metrics import STRUCTURE_ORDER, evaluate_case
 from pipeline.inference.postprocess import POSTPROCESS_MODES
 from pipeline.inference.predict import Segmenter, postprocess_volume
 from pipeline.inference.tta import TTA_MODES
+from pipeline.vocabulary import PHASES
 
 log = logging.getLogger(__name__)
 #: Every post-processing variant is scored; ``evaluate.postprocess`` picks the headline one.
@@ -42,8 +43,8 @@ class EvaluateConfig:
     batch_size: clips per forward pass.
     """
 
-    postprocess: str = "raw"
-    tta: str = "none"
+    postprocess: str = "lcc_fill"
+    tta: str = "flips"
     whole_cycle: bool = True
     overlays: int = 3
     batch_size: int = 32

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from pipeline.data.acdc import STRUCTURES
+from pipeline.vocabulary import STRUCTURES
 
 POSTPROCESS_MODES = ("raw", "lcc", "lcc_fill")
 #: Order in which holes are filled: a background hole inside the LV cavity becomes LV before MYO can take it.

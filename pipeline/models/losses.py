@@ -15,8 +15,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pipeline.models.base import InputShapeError, ModelConfigError, check_int
+from pipeline.vocabulary import STRUCTURES as _LABELS
 
-STRUCTURES = (1, 2, 3)  # RV, MYO, LV; 0 is background
+STRUCTURES = tuple(_LABELS.values())  # RV, MYO, LV; 0 is background
 
 
 def soft_dice_per_class(

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-N_CLASSES = 4
+from pipeline.vocabulary import N_CLASSES
+
 GEOMETRIES = ("resize", "spacing")
 
 

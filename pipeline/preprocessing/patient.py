@@ -10,10 +10,11 @@ from typing import Any
 import numpy as np
 
 from pipeline.config import check_pair
-from pipeline.data.acdc import PHASES, STRUCTURES, PatientRecord, patient_files, read_patient
+from pipeline.data.acdc import PatientRecord, patient_files, read_patient
 from pipeline.preprocessing.clips import clip_frames
 from pipeline.preprocessing.geometry import Geometry
 from pipeline.preprocessing.intensity import normalise
+from pipeline.vocabulary import PHASES, STRUCTURES, voxel_volume_ml
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,7 @@ def _sha1(array: np.ndarray) -> str:
 def manifest_rows(record: PatientRecord, folder: Path) -> list[dict[str, Any]]:
     """One validation row per (patient, phase): the facts the Great Expectations suite checks."""
     t, z, y, x = record.cine.shape
-    voxel_ml = float(np.prod(record.spacing)) / 1000.0
+    voxel_ml = voxel_volume_ml(record.spacing)
     files = patient_files(folder, record.patient_id, record.info)
     rows = []
     for phase in PHASES:

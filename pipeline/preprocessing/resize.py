@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-N_CLASSES = 4
+from pipeline.vocabulary import N_CLASSES
 
 
 def resize_images(images: np.ndarray, size: int) -> np.ndarray:

@@ -5,7 +5,21 @@ several worker processes against SQLite or an RDB such as PostgreSQL; ``best_ove
 train stage reads back.
 """
 
+from typing import Any
+
 from pipeline.tuning.config import TuneConfig, resolve_storage
-from pipeline.tuning.study import StudyResult, run_study, run_worker, study_key
+
+# The study module imports torch and optuna: load it on first use, so reading TuneConfig (or the train
+# stage's TUNABLE) stays light.
+_STUDY = ("StudyResult", "run_study", "run_worker", "study_key")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _STUDY:
+        from pipeline.tuning import study
+
+        return getattr(study, name)
+    raise AttributeError(f"module 'pipeline.tuning' has no attribute {name!r}")
+
 
 __all__ = ["StudyResult", "TuneConfig", "resolve_storage", "run_study", "run_worker", "study_key"]

@@ -17,8 +17,9 @@ from typing import Any
 import pandas as pd
 
 from pipeline.config import check_pair
-from pipeline.data.acdc import GROUPS, LABELS, PHASES, UNKNOWN_GROUP
+from pipeline.data.acdc import GROUPS, UNKNOWN_GROUP
 from pipeline.validation.duplicates import duplicate_image_groups
+from pipeline.vocabulary import LABELS, PHASES
 
 COLUMNS = [
     "patient", "group", "phase", "frame", "nb_frames", "cine_frames", "slices", "rows", "cols",

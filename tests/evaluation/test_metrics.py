@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from pipeline.data.acdc import STRUCTURES, read_patient
+from pipeline.data.acdc import read_patient
 from pipeline.evaluation.metrics import binary_metrics, evaluate_case, surface_distances
+from pipeline.vocabulary import STRUCTURES
 
 
 def cube(shape, z, y, x) -> np.ndarray:
