@@ -19,13 +19,16 @@ import torch.nn.functional as F
 @dataclass(frozen=True)
 class AugmentConfig:
     """mirror / flip: probability of a left-right / up-down flip; rotate90: random multiples of 90 degrees;
-    rotate_deg: maximum extra rotation in degrees (0 disables); intensity: max relative gain/offset jitter."""
+    rotate_deg: maximum extra rotation in degrees (0 disables); intensity: max relative gain/offset jitter;
+    scale: random zoom by a factor in [1 / (1 + scale), 1 + scale], log-uniform (0 disables; nnU-Net uses
+    about 0.4), so the network sees hearts at other pixel sizes than the training set's."""
 
     mirror: float = 0.5
     flip: float = 0.5
     rotate90: bool = True
     rotate_deg: float = 15.0
     intensity: float = 0.1
+    scale: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("mirror", "flip"):
@@ -33,6 +36,8 @@ class AugmentConfig:
                 raise ValueError(f"{name} is a probability in [0, 1], got {getattr(self, name)}")
         if not 0.0 <= self.rotate_deg <= 180.0:
             raise ValueError(f"rotate_deg must be in [0, 180], got {self.rotate_deg}")
+        if not 0.0 <= self.scale <= 1.0:
+            raise ValueError(f"scale must be in [0, 1], got {self.scale}")
         if not 0.0 <= self.intensity < 1.0:
             raise ValueError(f"intensity must be in [0, 1), got {self.intensity}")
 
@@ -45,6 +50,7 @@ class AugmentParams:
     angle_deg: float
     gain: float
     offset: float
+    zoom: float = 1.0
 
 
 def sample_params(rng: np.random.Generator, cfg: AugmentConfig) -> AugmentParams:
@@ -56,6 +62,10 @@ def sample_params(rng: np.random.Generator, cfg: AugmentConfig) -> AugmentParams
         angle_deg=float(rng.uniform(-cfg.rotate_deg, cfg.rotate_deg)) if cfg.rotate_deg else 0.0,
         gain=float(rng.uniform(1 - cfg.intensity, 1 + cfg.intensity)),
         offset=float(rng.uniform(-cfg.intensity, cfg.intensity)),
+        # drawn last and only when enabled, so scale: 0 replays the transforms of earlier versions exactly
+        zoom=float(math.exp(rng.uniform(-math.log1p(cfg.scale), math.log1p(cfg.scale))))
+        if cfg.scale
+        else 1.0,
     )
 
 
@@ -72,10 +82,11 @@ def apply(clip: torch.Tensor, label: torch.Tensor, p: AugmentParams) -> tuple[to
         clip, label = clip.flip(-2), label.flip(-2)
     if p.k90:
         clip, label = torch.rot90(clip, p.k90, (-2, -1)), torch.rot90(label, p.k90, (-2, -1))
-    if p.angle_deg:
-        a = math.radians(p.angle_deg)
+    if p.angle_deg or p.zoom != 1.0:
+        a, z = math.radians(p.angle_deg), p.zoom  # z > 1 magnifies: the grid samples a smaller window
         theta = torch.tensor(
-            [[math.cos(a), -math.sin(a), 0.0], [math.sin(a), math.cos(a), 0.0]], dtype=clip.dtype
+            [[math.cos(a) / z, -math.sin(a) / z, 0.0], [math.sin(a) / z, math.cos(a) / z, 0.0]],
+            dtype=clip.dtype,
         )
         grid = F.affine_grid(theta[None], [1, 1, *clip.shape[-2:]], align_corners=False)
         background = clip.amin(dim=(-2, -1), keepdim=True)  # fill corners with each frame's minimum

@@ -118,3 +118,19 @@ def test_deep_supervision_hooks_the_segmentation_decoder() -> None:
         DeepSupervision(build_model("gridnet", radius=1, base_channels=4, depth=2), 1, 4)
     with pytest.raises(ValueError, match=r"deep_supervision must be in 1\.\.2"):
         DeepSupervision(model, 3, 4)
+
+
+def test_scale_augmentation_zooms_clip_and_labels_together() -> None:
+    cfg = AugmentConfig(scale=0.4)
+    zooms = [sample_params(np.random.default_rng([0, 1, i]), cfg).zoom for i in range(200)]
+    assert min(zooms) >= 1 / 1.4 - 1e-9 and max(zooms) <= 1.4 + 1e-9 and np.std(zooms) > 0.05
+    assert sample_params(np.random.default_rng(0), AugmentConfig()).zoom == 1.0
+    label = torch.zeros(64, 64, dtype=torch.long)
+    label[24:40, 24:40] = 3
+    clip = (label[None].float() * 2.0).repeat(3, 1, 1)
+    params = AugmentParams(mirror=False, flip=False, k90=0, angle_deg=0.0, gain=1.0, offset=0.0, zoom=1.5)
+    out_clip, out_label = apply(clip, label, params)
+    assert (out_label == 3).sum().item() == pytest.approx(256 * 1.5**2, rel=0.1)
+    assert ((out_clip[1] > 3.0) == (out_label == 3)).float().mean() > 0.98
+    with pytest.raises(ValueError, match="scale must be in"):
+        AugmentConfig(scale=1.5)
