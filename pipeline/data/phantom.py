@@ -34,6 +34,44 @@ _GROUP_PARAMS: dict[str, tuple[tuple[float, float], ...]] = {
     "MINF": ((0.20, 0.45), (0.35, 0.55), (26.0, 31.0), (7.5, 9.5), (16.0, 22.0)),
     "RV": ((0.50, 0.65), (0.20, 0.40), (21.0, 25.0), (8.0, 10.0), (30.0, 38.0)),
 }
+
+
+class _Exact:
+    """Transcendental functions evaluated in float64 and returned in the input's float type.
+
+    numpy's float32 sin/cos/exp/hypot/power take different SIMD code paths on different CPUs (AVX2 vs
+    AVX-512), whose results differ in the last bits; after rounding to int16 a few hundred voxels of a
+    cine then differ, and so do the file hashes DVC records. float64 results agree far below float32's
+    precision, so the phantom is byte-identical on any x86-64 machine (tests pin its hashes).
+    """
+
+    @staticmethod
+    def _call(fn: np.ufunc, *args: np.ndarray | float) -> np.ndarray:
+        out = fn(*(np.asarray(a, dtype=np.float64) for a in args))
+        kinds = [np.asarray(a).dtype for a in args if np.asarray(a).dtype.kind == "f"]
+        target = np.result_type(*kinds) if kinds else np.float64
+        return out.astype(target) if out.dtype != target else out
+
+    def cos(self, x):  # type: ignore[no-untyped-def]
+        return self._call(np.cos, x)
+
+    def sin(self, x):  # type: ignore[no-untyped-def]
+        return self._call(np.sin, x)
+
+    def exp(self, x):  # type: ignore[no-untyped-def]
+        return self._call(np.exp, x)
+
+    def hypot(self, x, y):  # type: ignore[no-untyped-def]
+        return self._call(np.hypot, x, y)
+
+    def arctan2(self, y, x):  # type: ignore[no-untyped-def]
+        return self._call(np.arctan2, y, x)
+
+    def power(self, x, p):  # type: ignore[no-untyped-def]
+        return self._call(np.power, x, np.asarray(p, dtype=np.asarray(x).dtype))
+
+
+_exact = _Exact()
 _THETA = np.linspace(-np.pi, np.pi, 720, endpoint=False)  # angular samples for the area integrals
 
 
@@ -120,12 +158,14 @@ class _Heart:
         """Per-angle factors: ellipse radius factor, akinetic weight in [0, 1], RV depth profile in [0, 1]."""
         a, b = 1.0 + self.ellipticity, 1.0 / (1.0 + self.ellipticity)
         phi = theta - self.ellipse_angle
-        ellipse = 1.0 / np.sqrt((np.cos(phi) / a) ** 2 + (np.sin(phi) / b) ** 2)
+        ellipse = 1.0 / np.sqrt((_exact.cos(phi) / a) ** 2 + (_exact.sin(phi) / b) ** 2)
         akinetic = np.zeros_like(theta)
         if self.infarct_half > 0:
-            edge = np.cos(self.infarct_half)
-            akinetic = np.clip((np.cos(theta - self.infarct_angle) - edge) / (1.0 - edge) * 4.0, 0.0, 1.0)
-        rv = np.clip(np.cos(np.pi * theta / self.span), 0.0, None) ** 0.6 * (np.abs(theta) < self.span / 2)
+            edge = _exact.cos(self.infarct_half)
+            akinetic = np.clip((_exact.cos(theta - self.infarct_angle) - edge) / (1.0 - edge) * 4.0, 0.0, 1.0)
+        rv = _exact.power(np.clip(_exact.cos(np.pi * theta / self.span), 0.0, None), 0.6) * (
+            np.abs(theta) < self.span / 2
+        )
         return ellipse, akinetic, rv
 
     def static(self, zeta: np.ndarray, theta: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -143,7 +183,7 @@ class _Heart:
         rv_z = np.sqrt(rv_z).reshape(shape).astype(dtype)
         endo_ed = self.radius * size * ellipse
         epi_ed = endo_ed + self.wall * (0.75 + 0.25 * size) * (1.0 - self.thinning * akinetic) * ellipse
-        fat = (self.fat * (0.5 + 0.5 * np.cos(2.0 * (theta - self.fat_angle))) ** 2)[None]
+        fat = (self.fat * (0.5 + 0.5 * _exact.cos(2.0 * (theta - self.fat_angle))) ** 2)[None]
         moving, ring = endo_ed * (1.0 - akinetic), epi_ed**2 - endo_ed**2
         return endo_ed * akinetic, moving, ring, self.depth * rv_z * rv, fat
 
@@ -182,8 +222,8 @@ def _motion_factor(heart: _Heart, area_ratio: np.ndarray) -> np.ndarray:
 def _cycle(n_frames: int, es_index: int) -> np.ndarray:
     """(T,) smooth periodic curve: 1 at frame 0 (ED), 0 at ``es_index`` (ES), monotone in between."""
     t = np.arange(n_frames, dtype=np.float64)
-    down = 0.5 * (1.0 + np.cos(np.pi * t / es_index))
-    up = 0.5 * (1.0 - np.cos(np.pi * (t - es_index) / (n_frames - es_index)))
+    down = 0.5 * (1.0 + _exact.cos(np.pi * t / es_index))
+    up = 0.5 * (1.0 - _exact.cos(np.pi * (t - es_index) / (n_frames - es_index)))
     return np.where(t <= es_index, down, up)
 
 
@@ -203,7 +243,7 @@ def _bias_field(shape: tuple[int, int, int], strength: float, rng: np.random.Gen
     zn, yn, xn = np.ogrid[-1 : 1 : shape[0] * 1j, -1 : 1 : shape[1] * 1j, -1 : 1 : shape[2] * 1j]
     terms = [xn, yn, zn, xn * xn, xn * yn, yn * yn, xn * zn, yn * zn]
     poly = np.broadcast_to(sum(c * t for c, t in zip(rng.normal(size=len(terms)), terms, strict=True)), shape)
-    return np.exp(strength * poly / max(float(np.abs(poly).max()), 1e-9)).astype(np.float32)
+    return _exact.exp(strength * poly / max(float(np.abs(poly).max()), 1e-9)).astype(np.float32)
 
 
 def make_patient(index: int, group: str, cfg: PhantomConfig, rng: np.random.Generator) -> PatientRecord:
@@ -252,7 +292,7 @@ def make_patient(index: int, group: str, cfg: PhantomConfig, rng: np.random.Gene
         [_radii(grid, q, _rv_scale(grid, q, k), heart.rv_wall)[4] for q, k in zip(q_t, k_rv, strict=True)],
         axis=(0, 1),
     )
-    pts = np.stack([outer * np.cos(_THETA), outer * np.sin(_THETA)])
+    pts = np.stack([outer * _exact.cos(_THETA), outer * _exact.sin(_THETA)])
     centre = (pts.max(1) + pts.min(1)) / 2
     need = np.max(np.linalg.norm(pts - centre[:, None], axis=0))
     room = min(ny, nx) * pixel / 2 - 3.0 - 2 * pixel
@@ -264,12 +304,12 @@ def make_patient(index: int, group: str, cfg: PhantomConfig, rng: np.random.Gene
 
     # Pixel coordinates (mm) in the anatomical frame (LV centre at 0, RV towards theta = 0), randomly rotated.
     alpha = _uniform(rng, (-np.pi, np.pi))
-    rot = np.array([[np.cos(alpha), -np.sin(alpha)], [np.sin(alpha), np.cos(alpha)]])
+    rot = np.array([[_exact.cos(alpha), -_exact.sin(alpha)], [_exact.sin(alpha), _exact.cos(alpha)]])
     lv_xy = -rot @ centre + rng.uniform(-3.0, 3.0, size=2)
     gy, gx = (np.indices((ny, nx)) - np.array([ny - 1, nx - 1]).reshape(2, 1, 1) / 2) * pixel
     u = rot[0, 0] * (gx - lv_xy[0]) + rot[1, 0] * (gy - lv_xy[1])
     v = rot[0, 1] * (gx - lv_xy[0]) + rot[1, 1] * (gy - lv_xy[1])
-    r, theta = np.hypot(u, v), np.arctan2(v, u)
+    r, theta = _exact.hypot(u, v), _exact.arctan2(v, u)
     inside = r < np.interp(theta, _THETA, outer, period=2 * np.pi) + 2 * pixel  # the heart's pixels
     rows, cols = np.flatnonzero(inside.any(1)), np.flatnonzero(inside.any(0))
     box = (slice(None), slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))  # (Z, Y, X) crop
@@ -283,7 +323,7 @@ def make_patient(index: int, group: str, cfg: PhantomConfig, rng: np.random.Gene
     fat = blood * _uniform(rng, (0.6, 0.9))
     lung_a, lung_b = _uniform(rng, (25.0, 40.0)), _uniform(rng, (45.0, 70.0))
     lung_u = -(heart.radius + heart.wall + lung_a + _uniform(rng, (3.0, 12.0)))
-    lung_d = (np.hypot((u - lung_u) / lung_a, (v - _uniform(rng, (-15.0, 15.0))) / lung_b) - 1.0) * lung_a
+    lung_d = (_exact.hypot((u - lung_u) / lung_a, (v - _uniform(rng, (-15.0, 15.0))) / lung_b) - 1.0) * lung_a
     f_lung = np.clip(0.5 - lung_d / 3.0, 0.0, 1.0)
     background = (tissue * (1.0 - f_lung) + lung * f_lung).astype(np.float32)
     bg_in = background[box[1:]]
@@ -303,7 +343,7 @@ def make_patient(index: int, group: str, cfg: PhantomConfig, rng: np.random.Gene
         frame[box] = heart_img.reshape(n_slices, s, *r_in.shape).mean(1)
         clean = frame * bias
         noise = rng.standard_normal(size=(2, *clean.shape), dtype=np.float32) * sigma
-        cine[t] = np.hypot(clean + noise[0], noise[1])
+        cine[t] = _exact.hypot(clean + noise[0], noise[1])
         endo, epi, rv_out, _, _ = _radii(pix_centre, q, _rv_scale(grid_centre, q, k), heart.rv_wall)
         # nested regions (endo <= epi <= rv_out): the count of boundaries enclosing a voxel is its label
         cine_labels[t][box] = sum((r_in < b).view(np.uint8) for b in (endo, epi, rv_out))

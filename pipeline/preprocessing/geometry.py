@@ -79,20 +79,25 @@ class Geometry:
 
     def images_to_network(self, images: np.ndarray, spacing_yx: tuple[float, float] | None = None,
                           fill: float | None = None) -> np.ndarray:  # fmt: skip
-        """(N, Y, X) float -> (N, size, size) float32; ``fill`` pads (default: the images' minimum)."""
-        t = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))[:, None]
+        """(N, Y, X) float -> (N, size, size) float32; ``fill`` pads (default: the images' minimum).
+
+        The interpolation runs in float64: torch's float32 kernels take different SIMD paths on
+        different CPUs (AVX2, AVX-512) whose last bits differ, which would make the stored frames (and
+        DVC's hashes) machine-dependent; float64 differences vanish in the float32/float16 result.
+        """
+        t = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float64))[:, None]
         shape = self.resampled_shape(tuple(images.shape[-2:]), spacing_yx)
         if shape != tuple(images.shape[-2:]):
             t = F.interpolate(t, size=shape, mode="bilinear", align_corners=False, antialias=True)
         pad = float(images.min()) if fill is None and images.size else float(fill or 0.0)
-        return self._place(t, pad)[:, 0].numpy()
+        return self._place(t, pad)[:, 0].numpy().astype(np.float32)
 
     def labels_to_network(
         self, labels: np.ndarray, spacing_yx: tuple[float, float] | None = None
     ) -> np.ndarray:
         """(N, Y, X) integer labels in 0..3 -> (N, size, size) uint8 (one-hot bilinear, argmax, pad 0)."""
         t = torch.from_numpy(np.ascontiguousarray(labels, dtype=np.int64))
-        onehot = F.one_hot(t, N_CLASSES).permute(0, 3, 1, 2).float()
+        onehot = F.one_hot(t, N_CLASSES).permute(0, 3, 1, 2).double()  # float64: see images_to_network
         shape = self.resampled_shape(tuple(labels.shape[-2:]), spacing_yx)
         if shape != tuple(labels.shape[-2:]):
             onehot = F.interpolate(onehot, size=shape, mode="bilinear", align_corners=False, antialias=True)
