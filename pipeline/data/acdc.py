@@ -8,31 +8,26 @@ The layout (ACDC training set, and the project's synthetic phantom)::
     patientNNN/patientNNN_frameXX_gt.nii.gz     labels at ED and ES: 0 bg, 1 RV, 2 MYO, 3 LV
     patientNNN/patientNNN_4d_gt.nii.gz          optional: labels of every frame (X, Y, Z, T)
 
-The axis convention lives here and only here: in memory a cine is ``(T, Z, Y, X)`` float32 and a label
-volume ``(Z, Y, X)`` uint8, with ``spacing = (z, y, x)`` in mm. Every reader check raises
-:class:`~pipeline.errors.DataError` naming the file and what is wrong.
+In memory a cine is ``(T, Z, Y, X)`` float32 and a label volume ``(Z, Y, X)`` uint8, with
+``spacing = (z, y, x)`` in mm; the conversion from and to NIfTI is :mod:`pipeline.data.imageio`'s. Every
+reader check raises :class:`~pipeline.errors.DataError` naming the file and what is wrong.
 """
 
 from __future__ import annotations
 
 import math
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import nibabel as nib
 import numpy as np
 
 from pipeline.atomic import atomic_directory
+from pipeline.data.imageio import count_nonfinite, load_nifti, save_nifti, spacing_zyx, to_memory
 from pipeline.errors import DataError
-from pipeline.vocabulary import LABELS, PHASES, STRUCTURES
-
+from pipeline.vocabulary import LABELS, PHASES
 
 GROUPS = ("NOR", "DCM", "HCM", "MINF", "RV")
-# Largest image a header may declare: a 4D cine at 512x512x40x60 float32 is 2.3 GiB.
-MAX_NIFTI_BYTES = 8 * 2**30
 UNKNOWN_GROUP = "UNKNOWN"
 
 _REQUIRED_INFO_KEYS = ("ED", "ES", "NbFrame")
@@ -152,54 +147,9 @@ def format_info_cfg(info: PatientInfo) -> str:
 # ---------------------------------------------------------------- NIfTI
 
 
-def load_nifti(path: Path, ndim: int | tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
-    """Load a NIfTI file fully, as stored (X, Y, Z[, T]).
-
-    Returns the array, the 4x4 affine and the header zooms (mm, and the time step for 4D).
-    Raises DataError for a missing, truncated or non-NIfTI file and for the wrong number of dimensions.
-    """
-    ndims = (ndim,) if isinstance(ndim, int) else ndim
-    if not path.is_file():
-        raise DataError(path, "is not a regular file (a folder?)" if path.exists() else "file is missing")
-    try:
-        img: Any = nib.load(str(path))
-        _check_declared_size(path, img)
-        data = np.asanyarray(img.dataobj)
-    except DataError:
-        raise
-    except (EOFError, zlib.error) as exc:
-        raise DataError(path, f"cannot read NIfTI (truncated or corrupt gzip stream: {exc})") from None
-    except Exception as exc:
-        raise DataError(path, f"cannot read NIfTI ({type(exc).__name__}: {exc})") from None
-    # A trailing singleton time axis is common in 3D files written by other tools.
-    while data.ndim > max(ndims) and data.shape[-1] == 1:
-        data = data[..., 0]
-    if data.ndim not in ndims:
-        want = " or ".join(f"{n}D" for n in ndims)
-        raise DataError(path, f"expected a {want} image, got {data.ndim}D shape {tuple(data.shape)}")
-    zooms = tuple(float(z) for z in img.header.get_zooms())
-    return data, np.asarray(img.affine, dtype=np.float64), zooms
-
-
-def _check_declared_size(path: Path, img: Any) -> None:
-    """Refuse a header that declares more data than any cine has (a corrupt or hostile file) before
-    anything is allocated, and an uncompressed file shorter than its header says."""
-    shape = tuple(int(n) for n in img.header.get_data_shape())
-    nbytes = math.prod(shape) * img.header.get_data_dtype().itemsize
-    if nbytes > MAX_NIFTI_BYTES:
-        raise DataError(path, f"header declares a {shape} image of {nbytes / 2**30:.1f} GiB, more than the "
-                              f"{MAX_NIFTI_BYTES / 2**30:.0f} GiB limit (corrupt header?)")  # fmt: skip
-    if not path.name.endswith(".gz"):
-        expected = int(img.header.get_data_offset()) + nbytes
-        if path.stat().st_size < expected:
-            raise DataError(
-                path, f"truncated: the header declares {expected} bytes, the file has {path.stat().st_size}"
-            )
-
-
 def _check_finite(path: Path, data: np.ndarray) -> None:
-    if np.issubdtype(data.dtype, np.floating) and not np.isfinite(data).all():
-        bad = int(np.size(data) - np.count_nonzero(np.isfinite(data)))
+    bad = count_nonfinite(data)
+    if bad:
         raise DataError(path, f"{bad} voxel(s) are NaN or infinite")
 
 
@@ -213,16 +163,6 @@ def _as_labels(path: Path, data: np.ndarray) -> np.ndarray:
     if bad:
         raise DataError(path, f"label values must be in {{0, 1, 2, 3}}, found {sorted(bad)[:10]}")
     return data.astype(np.uint8)
-
-
-def _to_memory(data: np.ndarray) -> np.ndarray:
-    """(X, Y, Z[, T]) on disk -> (Z, Y, X) or (T, Z, Y, X) in memory, C-contiguous."""
-    axes = tuple(reversed(range(data.ndim)))
-    return np.ascontiguousarray(np.transpose(data, axes))
-
-
-def _to_disk(data: np.ndarray) -> np.ndarray:
-    return np.transpose(data, tuple(reversed(range(data.ndim))))
 
 
 def patient_files(folder: Path, patient_id: str, info: PatientInfo) -> dict[str, Path]:
@@ -261,9 +201,10 @@ def read_patient(folder: Path | str, *, with_cine_labels: bool = True) -> Patien
             files["cine"], f"has {raw.shape[3]} frames but Info.cfg says NbFrame = {info.nb_frames}"
         )
     volume_shape = raw.shape[:3]
-    spacing = (zooms[2], zooms[1], zooms[0])
-    if not all(math.isfinite(s) and s > 0 for s in spacing):
-        raise DataError(files["cine"], f"voxel spacing must be positive, got (z, y, x) = {spacing}")
+    try:
+        spacing = spacing_zyx(zooms)
+    except ValueError as exc:
+        raise DataError(files["cine"], str(exc)) from None
 
     labels: dict[str, np.ndarray] = {}
     for phase in PHASES:
@@ -278,7 +219,7 @@ def read_patient(folder: Path | str, *, with_cine_labels: bool = True) -> Patien
             if kind == "image":
                 _check_finite(path, data)
             else:
-                labels[phase] = _to_memory(_as_labels(path, data))
+                labels[phase] = to_memory(_as_labels(path, data))
 
     cine_labels = None
     if with_cine_labels and files["cine_gt"].is_file():
@@ -287,11 +228,11 @@ def read_patient(folder: Path | str, *, with_cine_labels: bool = True) -> Patien
             raise DataError(
                 files["cine_gt"], f"shape {tuple(data.shape)} differs from the cine's {tuple(raw.shape)}"
             )
-        cine_labels = _to_memory(_as_labels(files["cine_gt"], data))
+        cine_labels = to_memory(_as_labels(files["cine_gt"], data))
 
     return PatientRecord(
         patient_id=patient_id,
-        cine=_to_memory(raw.astype(np.float32, copy=False)),
+        cine=to_memory(raw.astype(np.float32, copy=False)),
         spacing=spacing,
         affine=affine,
         info=info,
@@ -310,16 +251,6 @@ def affine_from_spacing(
     return affine
 
 
-def _save(data: np.ndarray, affine: np.ndarray, path: Path, zooms_t: float | None = None) -> None:
-    img = nib.Nifti1Image(_to_disk(data), affine)
-    img.header.set_xyzt_units("mm", "sec")
-    if zooms_t is not None:
-        zooms = list(img.header.get_zooms())
-        zooms[3] = zooms_t
-        img.header.set_zooms(zooms)
-    nib.save(img, str(path))
-
-
 def write_patient(record: PatientRecord, root: Path | str, *, intensity_dtype: type = np.int16) -> Path:
     """Write ``record`` as ``root/<patient_id>/`` in the ACDC layout, atomically.
 
@@ -334,14 +265,14 @@ def write_patient(record: PatientRecord, root: Path | str, *, intensity_dtype: t
         if np.issubdtype(np.dtype(intensity_dtype), np.integer):
             cine = np.round(cine)
         cine = cine.astype(intensity_dtype)
-        _save(cine, record.affine, files["cine"], zooms_t=1.0)
+        save_nifti(cine, record.affine, files["cine"], zooms_t=1.0)
         for phase in PHASES:
             t = record.frame_index(phase)
-            _save(cine[t], record.affine, files[f"{phase}_image"])
+            save_nifti(cine[t], record.affine, files[f"{phase}_image"])
             if phase in record.labels:
-                _save(record.labels[phase].astype(np.uint8), record.affine, files[f"{phase}_gt"])
+                save_nifti(record.labels[phase].astype(np.uint8), record.affine, files[f"{phase}_gt"])
         if record.cine_labels is not None:
-            _save(record.cine_labels.astype(np.uint8), record.affine, files["cine_gt"], zooms_t=1.0)
+            save_nifti(record.cine_labels.astype(np.uint8), record.affine, files["cine_gt"], zooms_t=1.0)
     return final
 
 

@@ -188,7 +188,7 @@ def test_write_is_atomic_on_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     def boom(*args: object, **kwargs: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr("pipeline.data.acdc.nib.save", boom)
+    monkeypatch.setattr("pipeline.data.imageio.nib.save", boom)
     with pytest.raises(OSError, match="disk full"):
         write_patient(make_record(seed=1), tmp_path)
     assert sorted(p.name for p in good.iterdir()) == before  # old patient untouched
