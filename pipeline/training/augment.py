@@ -28,7 +28,7 @@ class AugmentConfig:
     rotate90: bool = True
     rotate_deg: float = 15.0
     intensity: float = 0.1
-    scale: float = 0.0
+    scale: float = 0.4
 
     def __post_init__(self) -> None:
         for name in ("mirror", "flip"):
