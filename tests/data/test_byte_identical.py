@@ -36,7 +36,10 @@ def _other_simd() -> dict[str, str]:
     from numpy._core._multiarray_umath import __cpu_dispatch__, __cpu_features__
 
     present = [f for f in __cpu_dispatch__ if __cpu_features__.get(f)]
-    return {"ATEN_CPU_CAPABILITY": "default", **({"NPY_DISABLE_CPU_FEATURES": " ".join(present)} if present else {})}
+    return {
+        "ATEN_CPU_CAPABILITY": "default",
+        **({"NPY_DISABLE_CPU_FEATURES": " ".join(present)} if present else {}),
+    }
 
 
 def test_phantom_and_store_are_byte_identical_across_simd_paths(tmp_path: Path) -> None:
