@@ -172,11 +172,9 @@ def collect(tag: str, model: str) -> dict[str, Any]:
 
 def headline(cases: list[dict[str, Any]]) -> dict[str, float]:
     from pipeline.evaluation import summarise
+    from pipeline.evaluation.report import headline_means
 
-    s = summarise(cases)
-    out = {f"mean_{m}": s["average"]["all"][m]["mean"] for m in ("dice", "hd", "assd")}
-    out["dice_RV_ES"] = s["by_phase"]["ES"]["RV"]["dice"]["mean"]
-    return out
+    return headline_means(summarise(cases))
 
 
 def report(tags: list[str], models: list[str]) -> str:

@@ -17,6 +17,7 @@ from pipeline.config import section
 from pipeline.errors import DataError
 from pipeline.evaluation import agreement, summarise, table1_markdown
 from pipeline.evaluation.metrics import STRUCTURE_ORDER
+from pipeline.evaluation.report import headline_means
 from pipeline.evaluation.runner import (
     VARIANTS,
     EvaluateConfig,
@@ -60,13 +61,6 @@ VARIANT_TITLES = {
     "lcc": "largest connected component per structure",
     "lcc_fill": "largest connected component per structure, holes filled",
 }
-
-
-def variant_summary(summary: dict[str, Any]) -> dict[str, float]:
-    """Mean Dice, HD, ASSD over structures and phases, and the RV Dice at ES (the hardest case)."""
-    out = {f"mean_{m}": summary["average"]["all"][m]["mean"] for m in ("dice", "hd", "assd")}
-    out["dice_RV_ES"] = summary["by_phase"]["ES"]["RV"]["dice"]["mean"]
-    return out
 
 
 def _figures(
@@ -134,9 +128,9 @@ def _main(args: argparse.Namespace, params: dict[str, Any]) -> int:
     summaries = {v: summarise([c for r in results for c in r.cases[v]]) for v in VARIANTS}
     metrics: dict[str, Any] = {"postprocess": cfg.postprocess, "n_patients": len(results),
                                **_headline(summaries[cfg.postprocess])}  # fmt: skip
-    metrics["variants"] = {v: variant_summary(summaries[v]) for v in VARIANTS}
+    metrics["variants"] = {v: headline_means(summaries[v]) for v in VARIANTS}
     metrics["folds"] = {
-        str(k): variant_summary(
+        str(k): headline_means(
             summarise([c for r in results if r.fold == k for c in r.cases[cfg.postprocess]])
         )
         | {"n_patients": sum(r.fold == k for r in results)}

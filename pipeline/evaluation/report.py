@@ -27,6 +27,14 @@ def _stats(values: Sequence[float]) -> dict[str, float | int]:
     return {"mean": float(arr.mean()), "std": float(arr.std()), "n": int(arr.size)}
 
 
+def headline_means(summary: dict[str, Any]) -> dict[str, float]:
+    """Mean Dice, HD, ASSD over structures and phases of a :func:`summarise` result, and the RV Dice at ES
+    (the hardest case): the numbers evaluate and the benchmarks report per variant and fold."""
+    out = {f"mean_{m}": summary["average"]["all"][m]["mean"] for m in ("dice", "hd", "assd")}
+    out["dice_RV_ES"] = summary["by_phase"]["ES"]["RV"]["dice"]["mean"]
+    return out
+
+
 def summarise(cases: Sequence[dict]) -> dict[str, Any]:
     """Aggregate per-case metrics by phase and structure.
 

@@ -30,7 +30,8 @@ SHARED_PREPROCESS = ("size", "percentiles", "geometry", "spacing_mm")
 
 def checkpoint_geometry(pre: dict[str, Any]) -> Geometry:
     """The in-plane geometry a checkpoint's preprocessing records (old checkpoints: resize)."""
-    return Geometry(str(pre.get("geometry", "resize")), int(pre["size"]), float(pre.get("spacing_mm", 1.5)))  # type: ignore[arg-type]
+    return Geometry(str(pre.get("geometry", _DEFAULTS["geometry"])), int(pre["size"]),  # type: ignore[arg-type]
+                    float(pre.get("spacing_mm", _DEFAULTS["spacing_mm"])))  # fmt: skip
 
 
 class Segmenter:
@@ -193,4 +194,5 @@ def postprocess_volume(labels: np.ndarray, mode: str) -> np.ndarray:
     return postprocess(labels, mode).astype(np.uint8, copy=False)
 
 
-_DEFAULTS: dict[str, Any] = {"geometry": "resize", "spacing_mm": 1.5}
+#: What a checkpoint from before the geometry option means: Geometry's own defaults.
+_DEFAULTS: dict[str, Any] = {"geometry": Geometry.mode, "spacing_mm": Geometry.spacing_mm}

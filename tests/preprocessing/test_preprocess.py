@@ -12,9 +12,9 @@ import pytest
 from pipeline.data.acdc import write_patient
 from pipeline.errors import DataError
 from pipeline.preprocessing.clips import clip_frames, narrow
+from pipeline.preprocessing.geometry import Geometry
 from pipeline.preprocessing.intensity import apply_normalisation, normalise
 from pipeline.preprocessing.patient import PreprocessConfig
-from pipeline.preprocessing.resize import resize_labels
 from pipeline.preprocessing.run import preprocess_dataset
 from pipeline.preprocessing.store import ClipStore
 from tests.conftest import make_record
@@ -45,9 +45,9 @@ def test_resize_labels_keeps_classes_and_identity() -> None:
     lab = np.zeros((1, 32, 32), np.uint8)
     lab[0, 8:24, 8:24] = 2
     lab[0, 12:20, 12:20] = 3
-    same = resize_labels(lab, 32)
+    same = Geometry("resize", 32).labels_to_network(lab)
     np.testing.assert_array_equal(same, lab)
-    small = resize_labels(lab, 16)
+    small = Geometry("resize", 16).labels_to_network(lab)
     assert set(np.unique(small)) == {0, 2, 3}
     assert (small == 3).sum() == 16  # 8x8 -> 4x4
 
@@ -101,9 +101,9 @@ def test_wrapped_clip_uses_last_frames(tmp_path: Path) -> None:
     meta = store.patients[0]["normalisation"]
     rec = make_record("patient001", seed=0)
     from pipeline.preprocessing.intensity import apply_normalisation as norm
-    from pipeline.preprocessing.resize import resize_images
 
-    expected = resize_images(norm(rec.cine[[5, 0, 1], 0], meta), 24).astype(np.float16).astype(np.float32)
+    expected = Geometry("resize", 24).images_to_network(norm(rec.cine[[5, 0, 1], 0], meta))
+    expected = expected.astype(np.float16).astype(np.float32)
     np.testing.assert_array_equal(store.clip(0, 1), expected)
 
 
