@@ -80,8 +80,9 @@ def test_integer_offset_shifts_the_sampling_point() -> None:
     out = deform_conv2d(x, offset, torch.ones(1, 1, 1, 1), backend="grid_sample")
     expected = torch.zeros(5, 6)
     expected[:4, 2:] = x[0, 0, 1:, :4]
-    # Not bit-exact: the pixel -> [-1, 1] -> pixel round trip of grid_sample rounds in float32.
-    assert torch.allclose(out[0, 0], expected, rtol=0, atol=1e-5)
+    # Not bit-exact: the pixel -> [-1, 1] -> pixel round trip of grid_sample rounds in float32, so a tap
+    # exactly on the edge may weigh its neighbour by ~1e-6 (about 2e-5 on these values of up to 29).
+    assert torch.allclose(out[0, 0], expected, rtol=0, atol=1e-4)
 
 
 def test_half_pixel_offset_interpolates_bilinearly() -> None:
