@@ -74,8 +74,9 @@ def infer_job(job: dict[str, Any]) -> dict[str, Any]:
 
     args, device, base, model = _setup(job, job["channels_last"])
     seg = Segmenter(model, size=args.size, device=device, batch_size=job["batch"], bf16=job["bf16"])
-    if job["compile"]:
-        seg.model = torch.compile(seg.model, dynamic=False)  # type: ignore[assignment]
+    if job["compile"]:  # Segmenter.model is a read-only view of the first member: compile the members
+        backend = job.get("compile_backend", "inductor")
+        seg.models = [torch.compile(m, dynamic=False, backend=backend) for m in seg.models]  # type: ignore[misc]
     rng = np.random.default_rng(0)
     cine = rng.normal(100, 30, (args.frames, args.slices, args.size, args.size)).astype(np.float32)
     for _ in range(args.warmup):
