@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from pathlib import Path
@@ -38,6 +39,10 @@ def read_yaml_mapping(path: Path | str, what: str, missing_hint: str = "") -> di
 def load_params(path: Path | str = "params.yaml") -> dict[str, Any]:
     """Load params.yaml as a plain dict (the only place the file is parsed)."""
     return read_yaml_mapping(path, "params file")
+
+
+#: Numbers like ``1e-3`` that YAML 1.1 (PyYAML) leaves as strings because the mantissa has no dot.
+_YAML11_EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:
@@ -75,6 +80,8 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     if dataclasses.is_dataclass(hint) and isinstance(hint, type):
         return from_dict(hint, value, where)
     if hint is float:
+        if isinstance(value, str) and _YAML11_EXPONENT.fullmatch(value.strip()):
+            return float(value)  # `lr: 3e-4`: PyYAML (YAML 1.1) reads an exponent without a dot as a string
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         return float(value)

@@ -94,3 +94,17 @@ def test_console_script_dispatches_and_rejects_unknown(capsys: pytest.CaptureFix
         main(["split", "--help"])
     assert exc.value.code == 0
     assert "--validation" in capsys.readouterr().out
+
+
+def test_yaml11_exponents_are_numbers(tmp_path: Path) -> None:
+    """`lr: 3e-4` is a string to PyYAML (YAML 1.1 wants `3.0e-4`); a float field takes it as the number."""
+    from pipeline.training.trainer import TrainConfig
+
+    path = tmp_path / "params.yaml"
+    path.write_text("train:\n  lr: 3e-4\n  weight_decay: 1E-5\n")
+    params = load_params(path)
+    assert params["train"]["lr"] == "3e-4"  # what the YAML reader gives
+    cfg = section(params, "train", TrainConfig)
+    assert cfg.lr == 3e-4 and cfg.weight_decay == 1e-5
+    with pytest.raises(ConfigError, match="train.lr: expected a number, got 'e-4'"):
+        section({"train": {"lr": "e-4"}}, "train", TrainConfig)
