@@ -21,7 +21,10 @@ class AugmentConfig:
     """mirror / flip: probability of a left-right / up-down flip; rotate90: random multiples of 90 degrees;
     rotate_deg: maximum extra rotation in degrees (0 disables); intensity: max relative gain/offset jitter;
     scale: random zoom by a factor in [1 / (1 + scale), 1 + scale], log-uniform (0 disables; nnU-Net uses
-    about 0.4), so the network sees hearts at other pixel sizes than the training set's."""
+    about 0.4), so the network sees hearts at other pixel sizes than the training set's; crop: train on a
+    random crop x crop window of each (transformed) sample instead of the whole size x size image (0 = off;
+    a multiple of the network's input multiple). Fully convolutional networks then segment whole images at
+    inference; a smaller window costs proportionally less per step, like nnU-Net's patch training."""
 
     mirror: float = 0.5
     flip: float = 0.5
@@ -29,6 +32,7 @@ class AugmentConfig:
     rotate_deg: float = 15.0
     intensity: float = 0.1
     scale: float = 0.4
+    crop: int = 0
 
     def __post_init__(self) -> None:
         for name in ("mirror", "flip"):
@@ -40,6 +44,8 @@ class AugmentConfig:
             raise ValueError(f"scale must be in [0, 1], got {self.scale}")
         if not 0.0 <= self.intensity < 1.0:
             raise ValueError(f"intensity must be in [0, 1), got {self.intensity}")
+        if self.crop < 0:
+            raise ValueError(f"crop must be 0 (off) or a window size in pixels, got {self.crop}")
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,7 @@ class AugmentParams:
     gain: float
     offset: float
     zoom: float = 1.0
+    crop_at: tuple[float, float] = (0.5, 0.5)  # the window's (y, x) start as a fraction of the free range
 
 
 def sample_params(rng: np.random.Generator, cfg: AugmentConfig) -> AugmentParams:
@@ -66,6 +73,8 @@ def sample_params(rng: np.random.Generator, cfg: AugmentConfig) -> AugmentParams
         zoom=float(math.exp(rng.uniform(-math.log1p(cfg.scale), math.log1p(cfg.scale))))
         if cfg.scale
         else 1.0,
+        # drawn after zoom and only when enabled, for the same reason
+        crop_at=(float(rng.random()), float(rng.random())) if cfg.crop else (0.5, 0.5),
     )
 
 
@@ -74,8 +83,12 @@ def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, epoch, index])
 
 
-def apply(clip: torch.Tensor, label: torch.Tensor, p: AugmentParams) -> tuple[torch.Tensor, torch.Tensor]:
-    """Apply ``p`` to a clip (F, H, W) float and its labels (H, W) long; returns new tensors."""
+def apply(clip: torch.Tensor, label: torch.Tensor, p: AugmentParams,
+          crop: int = 0) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Apply ``p`` to a clip (F, H, W) float and its labels (H, W) long; returns new tensors.
+
+    With ``crop`` > 0, the result is the (F, crop, crop) window at ``p.crop_at`` (clipped to the image).
+    """
     if p.mirror:
         clip, label = clip.flip(-1), label.flip(-1)
     if p.flip:
@@ -98,4 +111,8 @@ def apply(clip: torch.Tensor, label: torch.Tensor, p: AugmentParams) -> tuple[to
             0, 0
         ].long()
     clip = clip * p.gain + p.offset
+    if crop:
+        (h, w), (fy, fx) = clip.shape[-2:], p.crop_at
+        y0, x0 = int(fy * (max(h - crop, 0) + 1)), int(fx * (max(w - crop, 0) + 1))
+        clip, label = clip[..., y0 : y0 + crop, x0 : x0 + crop], label[..., y0 : y0 + crop, x0 : x0 + crop]
     return clip.contiguous(), label.contiguous()

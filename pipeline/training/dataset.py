@@ -38,5 +38,5 @@ class ClipDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         label = torch.from_numpy(self.store.label(index).astype(np.int64))
         if self.augment is not None:
             params = sample_params(sample_rng(self.seed, self.epoch, index), self.augment)
-            clip, label = apply(clip, label, params)
+            clip, label = apply(clip, label, params, self.augment.crop)
         return clip, label

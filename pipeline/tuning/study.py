@@ -11,6 +11,7 @@ re-run continues the same study and only runs the trials still missing.
 from __future__ import annotations
 
 import logging
+import math
 import multiprocessing as mp
 import os
 import tempfile
@@ -182,6 +183,8 @@ def _objective(spec: WorkerSpec, store: ClipStore, split: dict[str, Any], parent
             def on_epoch(row: dict[str, float]) -> None:
                 epoch = int(row["epoch"])
                 run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
+                if math.isnan(row["val_dice"]):  # an epoch train.val_every skips
+                    return
                 trial.report(row["val_dice"], epoch)
                 trial.set_user_attr("epochs_run", epoch)
                 if trial.should_prune():

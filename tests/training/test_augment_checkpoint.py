@@ -134,3 +134,23 @@ def test_scale_augmentation_zooms_clip_and_labels_together() -> None:
     assert ((out_clip[1] > 3.0) == (out_label == 3)).float().mean() > 0.98
     with pytest.raises(ValueError, match="scale must be in"):
         AugmentConfig(scale=1.5)
+
+
+def test_crop_takes_one_window_of_clip_and_labels_and_replays() -> None:
+    cfg = AugmentConfig(crop=16)
+    starts = {sample_params(np.random.default_rng([0, 2, i]), cfg).crop_at for i in range(50)}
+    assert len(starts) == 50 and all(0 <= y < 1 and 0 <= x < 1 for y, x in starts)
+    # off: the draws of every other parameter are those of earlier versions (crop_at is drawn last)
+    plain = sample_params(np.random.default_rng(7), AugmentConfig())
+    cropped = sample_params(np.random.default_rng(7), cfg)
+    assert plain.crop_at == (0.5, 0.5) and cropped.zoom == plain.zoom and cropped.k90 == plain.k90
+    label = torch.arange(32 * 32).view(32, 32) % 4
+    clip = label[None].float().repeat(3, 1, 1)
+    identity = dict(mirror=False, flip=False, k90=0, angle_deg=0.0, gain=1.0, offset=0.0)
+    for (fy, fx), (y0, x0) in (((0.0, 0.0), (0, 0)), ((0.99, 0.99), (16, 16)), ((0.5, 0.25), (8, 4))):
+        c, lab = apply(clip, label, AugmentParams(**identity, crop_at=(fy, fx)), crop=16)
+        assert c.shape == (3, 16, 16) and lab.shape == (16, 16)
+        assert torch.equal(lab, label[y0 : y0 + 16, x0 : x0 + 16])
+        assert torch.equal(c[2], lab.float())
+    with pytest.raises(ValueError, match="crop must be 0"):
+        AugmentConfig(crop=-1)

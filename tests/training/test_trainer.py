@@ -55,3 +55,23 @@ def test_bad_training_settings_are_refused() -> None:
         TrainConfig(warmup_epochs=-1)
     with pytest.raises(ValueError, match="ce_weight and dice_weight"):
         TrainConfig(ce_weight=0.0, dice_weight=0.0)
+
+
+def test_crop_windows_and_sparse_validation(tiny_data: Path, tmp_path: Path) -> None:
+    """Training on 16 x 16 windows of the 32 x 32 store, scored every 2nd epoch and after the last."""
+    import math
+    from dataclasses import replace
+
+    from pipeline.errors import ConfigError
+    from pipeline.training.augment import AugmentConfig
+
+    store, spec = ClipStore(tiny_data / "pre"), read_split(tiny_data / "folds.json")["folds"][0]
+    cfg = replace(CFG, deep_supervision=0, val_every=2, augment=AugmentConfig(crop=16))
+    result = train_fold(store, spec["train"], spec["val"], cfg, tmp_path / "crop", 0, progress=False)
+    scored = [not math.isnan(row["val_dice"]) for row in result.history]
+    assert scored == [False, True, True]  # epochs 2 and 3 (the last)
+    assert 0 <= result.history[-1]["val_dice"] <= 1 and result.best_epoch in (2, 3)
+    for crop in (40, 10):  # larger than the store's 32 px; not a multiple of the U-Net's 4
+        bad = replace(cfg, augment=AugmentConfig(crop=crop))
+        with pytest.raises(ConfigError, match=f"train.augment.crop: {crop} must be"):
+            train_fold(store, spec["train"], spec["val"], bad, tmp_path / f"bad{crop}", 0, progress=False)
