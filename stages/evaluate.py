@@ -29,7 +29,7 @@ from pipeline.inference.predict import Segmenter
 from pipeline.splitting.folds import read_split
 from pipeline.tracking import TrackingConfig, make_tracker, provenance_tags
 from pipeline.training.checkpoint import load_checkpoint
-from pipeline.training.trainer import resolve_device
+from pipeline.training.trainer import TrainConfig, resolve_device
 from pipeline.vocabulary import PHASES
 from stages._common import parser, run
 
@@ -117,7 +117,7 @@ def _main(args: argparse.Namespace, params: dict[str, Any]) -> int:
     models = sorted(Path(args.models).glob("fold*.pt"))
     if not models:
         raise DataError(args.models, "no fold*.pt models; run the train stage")
-    device = resolve_device(params.get("train", {}).get("device", "auto"))
+    device = resolve_device(section(params, "train", TrainConfig).device)
     results: list[PatientResult] = []
     for path in models:
         fold = int(path.stem.removeprefix("fold"))

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pipeline.config import from_dict
 from pipeline.errors import ConfigError, DataError, RequestError
 from pipeline.inference.postprocess import POSTPROCESS_MODES, postprocess
 from pipeline.inference.tta import TTA_MODES, tta_transforms
@@ -23,15 +24,29 @@ from pipeline.models import SegmentationModel
 from pipeline.preprocessing.clips import clip_frames
 from pipeline.preprocessing.geometry import Geometry
 from pipeline.preprocessing.intensity import normalise
+from pipeline.preprocessing.patient import PreprocessConfig
 
 #: The checkpoint's preprocessing keys an ensemble's members must share (clip length is checked apart).
 SHARED_PREPROCESS = ("size", "percentiles", "geometry", "spacing_mm")
 
 
-def checkpoint_geometry(pre: dict[str, Any]) -> Geometry:
-    """The in-plane geometry a checkpoint's preprocessing records (old checkpoints: resize)."""
-    return Geometry(str(pre.get("geometry", _DEFAULTS["geometry"])), int(pre["size"]),  # type: ignore[arg-type]
-                    float(pre.get("spacing_mm", _DEFAULTS["spacing_mm"])))  # fmt: skip
+def checkpoint_preprocess(ckpt: dict[str, Any], name: str) -> PreprocessConfig:
+    """The preprocessing a checkpoint records (``ckpt["preprocess"]``), typed; ``name`` labels errors.
+
+    A checkpoint from before the geometry option lacks ``geometry`` and ``spacing_mm``: it was trained
+    with Geometry's own defaults (resize). Settings that do not shape inference (radius, workers) may be
+    missing and take PreprocessConfig's defaults.
+
+    Raises:
+        DataError: the checkpoint lacks its size or percentiles, or records invalid preprocessing.
+    """
+    pre = ckpt.get("preprocess") or {}
+    if "size" not in pre or "percentiles" not in pre:
+        raise DataError(name, "checkpoint does not record its preprocessing (size, percentiles); retrain it")
+    try:
+        return from_dict(PreprocessConfig, {**_BEFORE_GEOMETRY, **pre}, "preprocess")
+    except ConfigError as exc:
+        raise DataError(name, f"checkpoint records invalid preprocessing ({exc})") from None
 
 
 class Segmenter:
@@ -97,23 +112,18 @@ class Segmenter:
 
         ckpts = [ckpt] if isinstance(ckpt, dict) else list(ckpt)
         labels = list(names) if names is not None else [f"checkpoint {i}" for i in range(len(ckpts))]
-        first = ckpts[0].get("preprocess") or {}
-        for ck, name in zip(ckpts, labels, strict=True):
-            pre = ck.get("preprocess") or {}
-            if "size" not in pre:
-                raise DataError(
-                    name, "checkpoint does not record its preprocessing (size, percentiles); retrain it"
-                )
-            diff = [f"{k}: {pre.get(k)!r} vs {first.get(k)!r} in {labels[0]}" for k in SHARED_PREPROCESS
-                    if pre.get(k, _DEFAULTS.get(k)) != first.get(k, _DEFAULTS.get(k))]  # fmt: skip
+        pres = [checkpoint_preprocess(ck, name) for ck, name in zip(ckpts, labels, strict=True)]
+        for ck, pre, name in zip(ckpts, pres, labels, strict=True):
+            diff = [f"{k}: {getattr(pre, k)!r} vs {getattr(pres[0], k)!r} in {labels[0]}" for k in SHARED_PREPROCESS
+                    if getattr(pre, k) != getattr(pres[0], k)]  # fmt: skip
             cfg, cfg0 = ck.get("model_config", {}), ckpts[0].get("model_config", {})
             for key in ("radius", "num_classes"):
                 if cfg.get(key) != cfg0.get(key):
                     diff.append(f"{key}: {cfg.get(key)!r} vs {cfg0.get(key)!r} in {labels[0]}")
             if diff:
                 raise DataError(name, f"cannot join the ensemble: {'; '.join(diff)}")
-        return cls([model_from_checkpoint(c) for c in ckpts], geometry=checkpoint_geometry(first),
-                   percentiles=first["percentiles"], **kwargs)  # fmt: skip
+        return cls([model_from_checkpoint(c) for c in ckpts], geometry=pres[0].network_geometry(),
+                   percentiles=pres[0].percentiles, **kwargs)  # fmt: skip
 
     @classmethod
     def from_files(cls, paths: Sequence[Path | str], **kwargs: Any) -> Segmenter:
@@ -195,4 +205,4 @@ def postprocess_volume(labels: np.ndarray, mode: str) -> np.ndarray:
 
 
 #: What a checkpoint from before the geometry option means: Geometry's own defaults.
-_DEFAULTS: dict[str, Any] = {"geometry": Geometry.mode, "spacing_mm": Geometry.spacing_mm}
+_BEFORE_GEOMETRY: dict[str, Any] = {"geometry": Geometry.mode, "spacing_mm": Geometry.spacing_mm}

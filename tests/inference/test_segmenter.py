@@ -11,7 +11,7 @@ from torch import nn
 
 from pipeline.errors import DataError
 from pipeline.inference.postprocess import fill_holes, postprocess
-from pipeline.inference.predict import Segmenter
+from pipeline.inference.predict import Segmenter, checkpoint_preprocess
 from pipeline.inference.tta import tta_transforms
 from pipeline.models import build_model
 from pipeline.preprocessing.geometry import Geometry
@@ -114,6 +114,27 @@ def test_an_ensemble_with_other_preprocessing_is_refused_naming_the_file(
     with pytest.raises(DataError, match=r"fold1\.pt.*cannot join the ensemble") as info:
         Segmenter.from_files([good, bad])
     assert says in str(info.value)
+
+
+def test_recorded_preprocessing_is_typed_and_a_checkpoint_without_geometry_means_resize() -> None:
+    old = checkpoint_preprocess({"preprocess": {"size": 48, "percentiles": [1.0, 99.0]}}, "old.pt")
+    assert old.percentiles == (1.0, 99.0) and old.network_geometry() == Geometry("resize", 48)
+    new = checkpoint_preprocess(
+        {"preprocess": {"size": 32, "percentiles": [0.5, 99.5], "geometry": "spacing", "spacing_mm": 1.2}},
+        "new.pt",
+    )
+    assert new.network_geometry() == Geometry("spacing", 32, 1.2)
+    for pre, says in (
+        (None, "does not record its preprocessing"),
+        ({"size": 32}, "does not record its preprocessing"),
+        ({"size": 60, "percentiles": [0.5, 99.5]}, "invalid preprocessing.*size must be a multiple of 8"),
+        (
+            {"size": 32, "percentiles": [0.5, 99.5], "sise": 3},
+            r"invalid preprocessing.*preprocess\.sise: unknown",
+        ),
+    ):
+        with pytest.raises(DataError, match=rf"fold3\.pt: checkpoint .*{says}"):
+            checkpoint_preprocess({"preprocess": pre}, "fold3.pt")
 
 
 def test_an_ensemble_with_another_radius_is_refused(tmp_path: Path) -> None:
