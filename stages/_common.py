@@ -1,4 +1,5 @@
-"""What every stage shares: argument parsing, logging and turning pipeline errors into exit codes."""
+"""What every stage shares: argument parsing, the repository root, logging and turning pipeline errors into
+exit codes."""
 
 from __future__ import annotations
 
@@ -6,10 +7,18 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from pipeline.config import load_params
 from pipeline.errors import PipelineError
+
+
+def repo_root() -> Path:
+    """The repository root: the folder DVC runs every stage in (dvc.yaml's), which the relative paths of
+    the arguments and ``--params`` resolve against too. Databases, git provenance and dvc.lock are found
+    here."""
+    return Path.cwd()
 
 
 def parser(description: str) -> argparse.ArgumentParser:

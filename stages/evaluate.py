@@ -31,7 +31,7 @@ from pipeline.tracking import TrackingConfig, make_tracker, provenance_tags
 from pipeline.training.checkpoint import load_checkpoint
 from pipeline.training.trainer import TrainConfig, resolve_device
 from pipeline.vocabulary import PHASES
-from stages._common import parser, run
+from stages._common import parser, repo_root, run
 
 log = logging.getLogger("stages.evaluate")
 AGREEMENT = (
@@ -94,9 +94,9 @@ def _track(params: dict[str, Any], metrics: dict[str, Any], out: Path, train_met
     train_run = (
         json.loads(train_metrics.read_text()).get("mlflow_run_id") if train_metrics.is_file() else None
     )
-    tags = {**provenance_tags(Path.cwd(), "evaluate"), "stage": "evaluate", "train_run_id": train_run or ""}
+    tags = {**provenance_tags(repo_root(), "evaluate"), "stage": "evaluate", "train_run_id": train_run or ""}
     with make_tracker(
-        section(params, "tracking", TrackingConfig), Path.cwd(), "evaluate", tags=tags
+        section(params, "tracking", TrackingConfig), repo_root(), "evaluate", tags=tags
     ) as tracker:
         tracker.log_params({"evaluate": params.get("evaluate", {})})
         flat = {f"{m}/{k}": v for m in ("dice", "hd", "hd95", "assd") for k, v in metrics[m].items()}

@@ -36,7 +36,7 @@ from pipeline.registration.promotion import (
     find_version_by_hash,
 )
 from pipeline.tracking import TrackingConfig, make_tracker, provenance_tags, resolve_tracking_uri
-from stages._common import parser, run
+from stages._common import parser, repo_root, run
 
 log = logging.getLogger("stages.register")
 
@@ -67,12 +67,12 @@ def _register_new(client: Any, cfg: RegisterConfig, tracking: TrackingConfig, ch
 
     from pipeline.serving.model_logging import log_pyfunc_model
 
-    tags = {**provenance_tags(Path.cwd(), "register"), "stage": "register", "train_run_id": train_run or ""}
+    tags = {**provenance_tags(repo_root(), "register"), "stage": "register", "train_run_id": train_run or ""}
     version: str | None = None
-    with make_tracker(tracking, Path.cwd(), f"register-{sha[:8]}", tags=tags) as tracker:
+    with make_tracker(tracking, repo_root(), f"register-{sha[:8]}", tags=tags) as tracker:
         tracker.log_params({"register": asdict(cfg)})
         tracker.log_metrics({cfg.metric: score})
-        mlflow.set_tracking_uri(resolve_tracking_uri(tracking, Path.cwd()))
+        mlflow.set_tracking_uri(resolve_tracking_uri(tracking, repo_root()))
         try:
             with mlflow.start_run(run_id=tracker.run_id):
                 info = log_pyfunc_model(checkpoints, max_request_bytes=cfg.max_request_bytes,
@@ -109,7 +109,7 @@ def _main(args: argparse.Namespace, params: dict[str, Any]) -> int:
 
     from mlflow import MlflowClient
 
-    uri = resolve_tracking_uri(tracking, Path.cwd())
+    uri = resolve_tracking_uri(tracking, repo_root())
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     existing = find_version_by_hash(client, cfg.model_name, sha)
     if existing is not None:

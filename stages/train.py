@@ -23,7 +23,7 @@ from pipeline.training import distributed as dist
 from pipeline.training.runkey import run_key
 from pipeline.training.trainer import FoldResult, TrainConfig, train_fold
 from pipeline.tuning.config import TUNABLE
-from stages._common import parser, run
+from stages._common import parser, repo_root, run
 
 log = logging.getLogger("stages.train")
 
@@ -99,10 +99,10 @@ def _main(args: argparse.Namespace, params: dict[str, Any]) -> int:
         shutil.rmtree(work)
     dist.barrier()
     key = work.name
-    tags = {**provenance_tags(Path.cwd(), "train"), "stage": "train", "run_key": key, "model": cfg.model,
+    tags = {**provenance_tags(repo_root(), "train"), "stage": "train", "run_key": key, "model": cfg.model,
             **({"tuned": ",".join(sorted(overrides))} if overrides else {})}  # fmt: skip
     tracking = section(params, "tracking", TrackingConfig)
-    with make_tracker(tracking, Path.cwd(), f"train-{cfg.model}-{key[:8]}", dist.rank(), tags) as tracker:
+    with make_tracker(tracking, repo_root(), f"train-{cfg.model}-{key[:8]}", dist.rank(), tags) as tracker:
         tracker.log_params({"train": asdict(cfg), "preprocess": store.meta["config"]})
         results = []
         for fold in cfg.folds:

@@ -21,7 +21,7 @@ from pipeline.atomic import atomic_directory
 from pipeline.config import section
 from pipeline.tracking import provenance_tags
 from pipeline.tuning.config import TuneConfig
-from stages._common import parser, run
+from stages._common import parser, repo_root, run
 
 log = logging.getLogger("stages.tune")
 HEADER = (
@@ -53,12 +53,12 @@ def _main(args: argparse.Namespace, params: dict[str, Any]) -> int:
         return 0
     from pipeline.tuning.study import run_study, run_worker, spec_from_params
 
-    spec = spec_from_params(params, Path.cwd(), Path(args.store), Path(args.split))
+    spec = spec_from_params(params, repo_root(), Path(args.store), Path(args.split), Path(args.work))
     if args.worker:
         ran = run_worker(spec)
         print(f"tune worker: ran {ran} trials of study {spec.study_name}")
         return 0
-    result = run_study(spec, provenance_tags(Path.cwd(), "tune"))
+    result = run_study(spec, provenance_tags(repo_root(), "tune"))
     summary = {
         "enabled": True,
         "study": result.study_name,
@@ -84,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--store", default="data/preprocessed")
     p.add_argument("--split", default="data/split/folds.json")
     p.add_argument("--out", default="data/tune", help="best_params.yaml, summary.json, trials.tsv")
+    p.add_argument("--work", default="data/tune_work", help="scratch folder where the trials train")
     p.add_argument("--worker", action="store_true", help="join the running study as one more worker")
     return run(_main, p, argv)
 

@@ -52,6 +52,7 @@ class WorkerSpec:
     repo_root: Path
     store: Path
     split: Path
+    work: Path  # scratch folder: each trial trains in a temporary folder under it
     tune: TuneConfig
     train: TrainConfig
     tracking: TrackingConfig
@@ -165,7 +166,6 @@ def _objective(spec: WorkerSpec, store: ClipStore, split: dict[str, Any], parent
     import optuna
 
     fold_spec = split["folds"][spec.fold]
-    work_root = spec.repo_root / "data" / "tune_work"
 
     def objective(trial: optuna.Trial) -> float:
         cfg = trial_config(spec.tune, spec.train, trial, spec.fold)
@@ -191,9 +191,9 @@ def _objective(spec: WorkerSpec, store: ClipStore, split: dict[str, Any], parent
                     run.set_tags({"optuna_state": "PRUNED", "pruned_at_epoch": epoch})
                     raise optuna.TrialPruned(f"validation Dice {row['val_dice']:.4f} after epoch {epoch}")
 
-            work_root.mkdir(parents=True, exist_ok=True)
+            spec.work.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryDirectory(
-                prefix=f"{spec.study_name}-{trial.number}-", dir=work_root
+                prefix=f"{spec.study_name}-{trial.number}-", dir=spec.work
             ) as work:
                 result = train_fold(store, fold_spec["train"], fold_spec["val"], cfg, Path(work), spec.fold,
                                     on_epoch, progress=False)  # fmt: skip
@@ -323,8 +323,11 @@ def run_study(spec: WorkerSpec, tracking_tags: dict[str, Any] | None = None) -> 
     return result
 
 
-def spec_from_params(params: dict[str, Any], repo_root: Path, store: Path, split: Path) -> WorkerSpec:
-    """The worker spec of a params mapping (the ``tune``, ``train`` and ``tracking`` sections)."""
+def spec_from_params(
+    params: dict[str, Any], repo_root: Path, store: Path, split: Path, work: Path
+) -> WorkerSpec:
+    """The worker spec of a params mapping (the ``tune``, ``train`` and ``tracking`` sections); trials train
+    in temporary folders under ``work``."""
     from pipeline.tuning.config import resolve_storage
 
     cfg = section(params, "tune", TuneConfig)
@@ -333,7 +336,8 @@ def spec_from_params(params: dict[str, Any], repo_root: Path, store: Path, split
     split_doc = read_split(split)
     check_space(cfg, base, clip_store, len(split_doc["folds"]))
     return WorkerSpec(
-        repo_root=Path(repo_root).resolve(), store=Path(store).resolve(), split=Path(split).resolve(), tune=cfg,
-        train=base, tracking=section(params, "tracking", TrackingConfig), storage=resolve_storage(cfg, repo_root),
+        repo_root=Path(repo_root).resolve(), store=Path(store).resolve(), split=Path(split).resolve(),
+        work=Path(work).resolve(), tune=cfg, train=base, tracking=section(params, "tracking", TrackingConfig),
+        storage=resolve_storage(cfg, repo_root),
         study_name=study_key(cfg, base, clip_store, split), fold=tuning_fold(cfg, base), threads=base.threads,
     )  # fmt: skip

@@ -39,7 +39,9 @@ def _params(tmp_path: Path, storage: str | None = None, **tune: object) -> dict:
 
 
 def _spec(tiny_data: Path, tmp_path: Path, params: dict) -> WorkerSpec:
-    return spec_from_params(params, tmp_path, tiny_data / "pre", tiny_data / "folds.json")
+    return spec_from_params(
+        params, tmp_path, tiny_data / "pre", tiny_data / "folds.json", tmp_path / "tune_work"
+    )
 
 
 def _children(tracking_uri: str, parent_run_id: str) -> list:
@@ -78,6 +80,8 @@ def test_study_prunes_logs_children_and_continues(tiny_data: Path, tmp_path: Pat
     assert result.best_params == {"lr": best["lr"], "radius": best["radius"]}
     pruned = [t for t in result.trials if t["state"] == "PRUNED"]
     assert all(t["epochs_run"] < 3 for t in pruned)  # stopped before the last epoch
+    # Trials trained in temporary folders under the work folder, removed again.
+    assert spec.work == (tmp_path / "tune_work").resolve() and not any(spec.work.iterdir())
 
     children = _children(f"sqlite:///{tmp_path}/mlflow.db", result.mlflow_run_id)
     assert sorted(int(r.data.tags["optuna_trial"]) for r in children) == [0, 1, 2, 3]
