@@ -10,6 +10,7 @@ from typing import Any
 
 from pipeline.config import section
 from pipeline.data.sources import DownloadConfig, acquire
+from stages import paths
 from stages._common import parser, run
 
 log = logging.getLogger("stages.download")
@@ -24,8 +25,8 @@ def _main(args: argparse.Namespace, params: dict[str, Any]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     p = parser(__doc__ or "")
-    p.add_argument("--out", default="data/raw", help="output folder in the ACDC layout")
-    p.add_argument("--cache", default="data/cache", help="archive download and extraction cache (url source)")
+    p.add_argument("--out", default=paths.RAW, help="output folder in the ACDC layout")
+    p.add_argument("--cache", default=paths.CACHE, help="archive download and extraction cache (url source)")
     return run(_main, p, argv)
 
 

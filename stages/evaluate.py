@@ -31,6 +31,7 @@ from pipeline.tracking import TrackingConfig, make_tracker, provenance_tags
 from pipeline.training.checkpoint import load_checkpoint
 from pipeline.training.trainer import TrainConfig, resolve_device
 from pipeline.vocabulary import PHASES
+from stages import paths
 from stages._common import parser, repo_root, run
 
 log = logging.getLogger("stages.evaluate")
@@ -176,10 +177,10 @@ def _main(args: argparse.Namespace, params: dict[str, Any]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     p = parser(__doc__ or "")
-    p.add_argument("--raw", default="data/raw")
-    p.add_argument("--split", default="data/split/folds.json")
-    p.add_argument("--models", default="data/train/models")
-    p.add_argument("--out", default="data/evaluation")
+    p.add_argument("--raw", default=paths.RAW)
+    p.add_argument("--split", default=paths.SPLIT)
+    p.add_argument("--models", default=paths.MODELS)
+    p.add_argument("--out", default=paths.EVALUATION)
     return run(_main, p, argv)
 
 

@@ -12,6 +12,7 @@ from typing import Any
 from pipeline.config import section
 from pipeline.preprocessing.patient import PreprocessConfig
 from pipeline.preprocessing.run import preprocess_dataset
+from stages import paths
 from stages._common import parser, run
 
 log = logging.getLogger("stages.preprocess")
@@ -27,8 +28,8 @@ def _main(args: argparse.Namespace, params: dict[str, Any]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     p = parser(__doc__ or "")
-    p.add_argument("--raw", default="data/raw", help="input folder in the ACDC layout")
-    p.add_argument("--out", default="data/preprocessed", help="output clip store")
+    p.add_argument("--raw", default=paths.RAW, help="input folder in the ACDC layout")
+    p.add_argument("--out", default=paths.PREPROCESSED, help="output clip store")
     return run(_main, p, argv)
 
 

@@ -36,6 +36,7 @@ from pipeline.registration.promotion import (
     find_version_by_hash,
 )
 from pipeline.tracking import TrackingConfig, make_tracker, provenance_tags, resolve_tracking_uri
+from stages import paths
 from stages._common import parser, repo_root, run
 
 log = logging.getLogger("stages.register")
@@ -151,9 +152,9 @@ def _main(args: argparse.Namespace, params: dict[str, Any]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     p = parser(__doc__ or "")
-    p.add_argument("--evaluation", default="data/evaluation/metrics.json")
-    p.add_argument("--models", default="data/train/models")
-    p.add_argument("--out", default="data/registry/registration.json")
+    p.add_argument("--evaluation", default=paths.EVALUATION_METRICS)
+    p.add_argument("--models", default=paths.MODELS)
+    p.add_argument("--out", default=paths.REGISTRATION)
     return run(_main, p, argv)
 
 

@@ -12,6 +12,7 @@ from typing import Any
 from pipeline.config import section
 from pipeline.errors import DataError
 from pipeline.splitting.folds import SplitConfig, make_split, write_split
+from stages import paths
 from stages._common import parser, run
 
 log = logging.getLogger("stages.split")
@@ -41,9 +42,9 @@ def _main(args: argparse.Namespace, params: dict[str, Any]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     p = parser(__doc__ or "")
-    p.add_argument("--patients", default="data/preprocessed/patients.json")
-    p.add_argument("--validation", default="data/validation/report.json")
-    p.add_argument("--out", default="data/split/folds.json")
+    p.add_argument("--patients", default=paths.PATIENTS)
+    p.add_argument("--validation", default=paths.VALIDATION_REPORT)
+    p.add_argument("--out", default=paths.SPLIT)
     return run(_main, p, argv)
 
 

@@ -23,6 +23,7 @@ from pipeline.training import distributed as dist
 from pipeline.training.runkey import run_key
 from pipeline.training.trainer import FoldResult, TrainConfig, train_fold
 from pipeline.tuning.config import TUNABLE
+from stages import paths
 from stages._common import parser, repo_root, run
 
 log = logging.getLogger("stages.train")
@@ -135,11 +136,11 @@ def _main(args: argparse.Namespace, params: dict[str, Any]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     p = parser(__doc__ or "")
-    p.add_argument("--store", default="data/preprocessed")
-    p.add_argument("--split", default="data/split/folds.json")
-    p.add_argument("--checkpoints", default="data/checkpoints", help="resumable per-run checkpoints (kept)")
-    p.add_argument("--out", default="data/train", help="models/foldK.pt, curves/foldK.tsv, metrics.json")
-    p.add_argument("--tuned", default="data/tune/best_params.yaml", help="the tune stage's train overrides")
+    p.add_argument("--store", default=paths.PREPROCESSED)
+    p.add_argument("--split", default=paths.SPLIT)
+    p.add_argument("--checkpoints", default=paths.CHECKPOINTS, help="resumable per-run checkpoints (kept)")
+    p.add_argument("--out", default=paths.TRAIN, help="models/foldK.pt, curves/foldK.tsv, metrics.json")
+    p.add_argument("--tuned", default=paths.TUNED, help="the tune stage's train overrides")
     return run(_main, p, argv)
 
 

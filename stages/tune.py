@@ -21,6 +21,7 @@ from pipeline.atomic import atomic_directory
 from pipeline.config import section
 from pipeline.tracking import provenance_tags
 from pipeline.tuning.config import TuneConfig
+from stages import paths
 from stages._common import parser, repo_root, run
 
 log = logging.getLogger("stages.tune")
@@ -81,10 +82,10 @@ def _main(args: argparse.Namespace, params: dict[str, Any]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     p = parser(__doc__ or "")
-    p.add_argument("--store", default="data/preprocessed")
-    p.add_argument("--split", default="data/split/folds.json")
-    p.add_argument("--out", default="data/tune", help="best_params.yaml, summary.json, trials.tsv")
-    p.add_argument("--work", default="data/tune_work", help="scratch folder where the trials train")
+    p.add_argument("--store", default=paths.PREPROCESSED)
+    p.add_argument("--split", default=paths.SPLIT)
+    p.add_argument("--out", default=paths.TUNE, help="best_params.yaml, summary.json, trials.tsv")
+    p.add_argument("--work", default=paths.TUNE_WORK, help="scratch folder where the trials train")
     p.add_argument("--worker", action="store_true", help="join the running study as one more worker")
     return run(_main, p, argv)
 

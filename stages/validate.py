@@ -15,6 +15,7 @@ from pipeline.atomic import atomic_write_text
 from pipeline.config import section
 from pipeline.errors import DataError
 from pipeline.validation.manifest_suite import ValidateConfig, validate_manifest
+from stages import paths
 from stages._common import parser, run
 
 log = logging.getLogger("stages.validate")
@@ -41,8 +42,8 @@ def _main(args: argparse.Namespace, params: dict[str, Any]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     p = parser(__doc__ or "")
-    p.add_argument("--manifest", default="data/preprocessed/manifest.csv")
-    p.add_argument("--out", default="data/validation", help="folder for report.json and report.txt")
+    p.add_argument("--manifest", default=paths.MANIFEST)
+    p.add_argument("--out", default=paths.VALIDATION, help="folder for report.json and report.txt")
     return run(_main, p, argv)
 
 
