@@ -2,13 +2,20 @@
 
 The contract: ``forward`` takes a clip (B, 2r+1, H, W) float tensor with the target frame in the middle
 (index r) and returns logits (B, num_classes, H, W) for background, RV, MYO, LV. H and W must be multiples
-of ``input_multiple`` (2**depth for a U-Net of that depth). ``model.config`` holds every constructor
-argument, so ``build_model(model.name, **model.config)`` rebuilds the same architecture from a checkpoint.
+of ``input_multiple`` (2**depth for a U-Net of that depth).
+
+The constructor contract: a model's ``__init__`` takes the six common arguments first (``COMMON_ARGUMENTS``),
+then its own, each a named parameter (no ``*args``/``**kwargs``; a class that breaks this is refused
+when it is defined), and calls ``super().__init__()``. ``model.config`` is recorded from that signature
+as the model is built: every argument, given or default, so ``build_model(model.name, **model.config)``
+rebuilds the same architecture from a checkpoint and no argument can be left out of it by hand.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+import inspect
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 from torch import Tensor, nn
@@ -18,6 +25,8 @@ from pipeline.errors import ConfigError, PipelineError
 NORMS = ("instance", "batch")
 MAX_DEPTH = 7
 MAX_RADIUS = 8
+#: The arguments every model's constructor takes first, in this order.
+COMMON_ARGUMENTS = ("radius", "num_classes", "base_channels", "depth", "norm", "input_size")
 
 
 class ModelConfigError(ConfigError, ValueError):
@@ -68,48 +77,64 @@ def check_input_size(input_size: object, multiple: int, reason: str) -> tuple[in
     return size
 
 
+def _recording_arguments(cls: type, init: Callable[..., None]) -> Callable[..., None]:
+    """``init`` that first records its bound arguments (defaults applied) as ``self.config``.
+
+    Only the constructor of the class being built records: a parent's ``__init__`` reached through
+    ``super().__init__(...)`` finds ``config`` already there.
+    """
+    signature = inspect.signature(init)
+    names = list(signature.parameters)[1:]
+    if tuple(names[: len(COMMON_ARGUMENTS)]) != COMMON_ARGUMENTS:
+        raise TypeError(f"{cls.__name__}.__init__ must take {list(COMMON_ARGUMENTS)} first, got {names}")
+    variadic = [p.name for p in signature.parameters.values() if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    if variadic:
+        raise TypeError(
+            f"{cls.__name__}.__init__ must name its arguments (model.config records them), not {variadic}"
+        )
+
+    @functools.wraps(init)
+    def __init__(self: SegmentationModel, *args: Any, **kwargs: Any) -> None:
+        if "config" not in self.__dict__:
+            bound = signature.bind(self, *args, **kwargs)
+            bound.apply_defaults()
+            self.__dict__["config"] = dict(list(bound.arguments.items())[1:])  # nn.Module is not set up yet
+        init(self, *args, **kwargs)
+
+    return __init__
+
+
 class SegmentationModel(nn.Module):
     """Base class: validates the common arguments and the input clip, then calls ``_forward``.
 
-    Subclasses set ``name`` (the registry key) and implement ``_forward(clip) -> logits``.
+    Subclasses set ``name`` (the registry key), define ``__init__`` by the constructor contract (module
+    docstring) and implement ``_forward(clip) -> logits``.
     """
 
     name: ClassVar[str] = ""
+    config: dict[str, Any]  # every constructor argument, recorded as the model is built
 
-    def __init__(
-        self,
-        *,
-        radius: int,
-        num_classes: int,
-        base_channels: int,
-        depth: int,
-        norm: str,
-        input_size: int | tuple[int, int] | None,
-        config: dict[str, Any],
-        input_multiple: int | None = None,
-    ) -> None:
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "__init__" in cls.__dict__:
+            cls.__init__ = _recording_arguments(cls, cls.__dict__["__init__"])  # type: ignore[method-assign]
+
+    def __init__(self, *, input_multiple: int | None = None) -> None:
+        """Check the common arguments recorded in ``config``; ``input_multiple`` defaults to 2**depth."""
         super().__init__()
-        self.radius = check_int("radius", radius, minimum=0, maximum=MAX_RADIUS)
-        self.num_classes = check_int("num_classes", num_classes, minimum=2)
-        self.base_channels = check_int("base_channels", base_channels, minimum=2)
-        self.depth = check_int("depth", depth, minimum=1, maximum=MAX_DEPTH)
-        self.norm = check_choice("norm", norm, NORMS)
-        self.in_frames = 2 * radius + 1
-        self.input_multiple = input_multiple if input_multiple is not None else 2**depth
+        cfg = self.config
+        self.radius = check_int("radius", cfg["radius"], minimum=0, maximum=MAX_RADIUS)
+        self.num_classes = check_int("num_classes", cfg["num_classes"], minimum=2)
+        self.base_channels = check_int("base_channels", cfg["base_channels"], minimum=2)
+        self.depth = check_int("depth", cfg["depth"], minimum=1, maximum=MAX_DEPTH)
+        self.norm = check_choice("norm", cfg["norm"], NORMS)
+        self.in_frames = 2 * self.radius + 1
+        self.input_multiple = input_multiple if input_multiple is not None else 2**self.depth
         self.input_size = check_input_size(
-            input_size,
+            cfg["input_size"],
             self.input_multiple,
             f"the network halves the image {self.input_multiple.bit_length() - 1} times",
         )
-        self.config: dict[str, Any] = {
-            "radius": radius,
-            "num_classes": num_classes,
-            "base_channels": base_channels,
-            "depth": depth,
-            "norm": norm,
-            "input_size": input_size,
-            **config,
-        }
 
     def check_clip(self, clip: Tensor) -> None:
         """Raise InputShapeError unless ``clip`` is a float (B, 2r+1, H, W) with H, W multiples of input_multiple."""

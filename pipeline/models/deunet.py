@@ -55,24 +55,7 @@ class _DeUNetFamily(SegmentationModel):
     ) -> None:
         check_int("depth", depth, minimum=1)
         check_int("offset_depth", offset_depth, minimum=1)
-        super().__init__(
-            radius=radius,
-            num_classes=num_classes,
-            base_channels=base_channels,
-            depth=depth,
-            norm=norm,
-            input_size=input_size,
-            input_multiple=2 ** max(depth, offset_depth if self.use_tdam else 0),
-            config={
-                "fused_channels": fused_channels,
-                "kernel_size": kernel_size,
-                "offset_channels": offset_channels,
-                "offset_depth": offset_depth,
-                "modulated": modulated,
-                "deformable_per_block": deformable_per_block,
-                "offset_scale": offset_scale,
-            },
-        )
+        super().__init__(input_multiple=2 ** max(depth, offset_depth if self.use_tdam else 0))
         n = (
             base_channels
             if fused_channels is None

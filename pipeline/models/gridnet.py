@@ -74,15 +74,7 @@ class GridNet(SegmentationModel):
         frames: str = "clip",
         columns: int = 2,
     ) -> None:
-        super().__init__(
-            radius=radius,
-            num_classes=num_classes,
-            base_channels=base_channels,
-            depth=depth,
-            norm=norm,
-            input_size=input_size,
-            config={"frames": frames, "columns": columns},
-        )
+        super().__init__()
         self.frames = check_choice("frames", frames, FRAME_MODES)
         self.columns = check_int("columns", columns, minimum=1, maximum=4)
         rows = depth + 1

@@ -51,15 +51,7 @@ class KUNet(SegmentationModel):
         input_size: int | tuple[int, int] | None = None,
         hidden_channels: int | None = None,
     ) -> None:
-        super().__init__(
-            radius=radius,
-            num_classes=num_classes,
-            base_channels=base_channels,
-            depth=depth,
-            norm=norm,
-            input_size=input_size,
-            config={"hidden_channels": hidden_channels},
-        )
+        super().__init__()
         hidden = (
             base_channels
             if hidden_channels is None

@@ -91,16 +91,7 @@ class ToFlowUNet(SegmentationModel):
     ) -> None:
         check_int("depth", depth, minimum=1)
         check_int("flow_levels", flow_levels, minimum=1, maximum=6)
-        super().__init__(
-            radius=radius,
-            num_classes=num_classes,
-            base_channels=base_channels,
-            depth=depth,
-            norm=norm,
-            input_size=input_size,
-            input_multiple=2 ** max(depth, flow_levels - 1),
-            config={"flow_levels": flow_levels, "flow_channels": flow_channels},
-        )
+        super().__init__(input_multiple=2 ** max(depth, flow_levels - 1))
         check_int("flow_channels", flow_channels, minimum=1)
         self.flow = PyramidFlow(flow_levels, flow_channels)
         self.fuse = nn.Sequential(

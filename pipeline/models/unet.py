@@ -30,15 +30,7 @@ class UNet(SegmentationModel):
         input_size: int | tuple[int, int] | None = None,
         frames: str = "middle",
     ) -> None:
-        super().__init__(
-            radius=radius,
-            num_classes=num_classes,
-            base_channels=base_channels,
-            depth=depth,
-            norm=norm,
-            input_size=input_size,
-            config={"frames": frames},
-        )
+        super().__init__()
         self.frames = check_choice("frames", frames, FRAME_MODES)
         in_channels = 1 if frames == "middle" else self.in_frames
         self.core = UNetCore(in_channels, base_channels, depth, norm, attention_gates=self.attention_gates)
