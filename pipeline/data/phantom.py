@@ -246,24 +246,70 @@ def _bias_field(shape: tuple[int, int, int], strength: float, rng: np.random.Gen
     return _exact.exp(strength * poly / max(float(np.abs(poly).max()), 1e-9)).astype(np.float32)
 
 
-def make_patient(index: int, group: str, cfg: PhantomConfig, rng: np.random.Generator) -> PatientRecord:
-    """Build patient ``index`` (0-based; id ``patient{index+1:03d}``) of ``group`` from ``rng``.
+@dataclass(frozen=True)
+class _Scan:
+    """Acquisition of one patient: frames, the ES frame (0-based), slice thickness and pixel size (mm),
+    slices, and the sub-slices averaged through each slice's thickness."""
 
-    Returns a record with cine (T, Z, Y, X) float32, cine_labels (T, Z, Y, X) uint8 for every frame,
-    labels of ED (frame 1) and ES, spacing (z, y, x) in mm and an affine with a random 3D rotation.
-    A heart too large for ``cfg.matrix`` at the drawn pixel size is shrunk to fit.
-    """
-    if group not in _GROUP_PARAMS:
-        raise ValueError(f"group must be one of {GROUPS}, got {group!r}")
-    ef_lv, ef_rv, radius, wall, depth = (_uniform(rng, r) for r in _GROUP_PARAMS[group])
-    ny, nx = cfg.matrix
+    n_frames: int
+    es_index: int
+    thickness: float
+    pixel: float
+    n_slices: int
+    supersample: int
+
+    @property
+    def z_centre(self) -> np.ndarray:
+        """(Z,) slice centres, in slices from the base."""
+        return np.arange(self.n_slices, dtype=np.float64)
+
+    @property
+    def z_sub(self) -> np.ndarray:
+        """(Z * supersample,) sub-slice positions, each slice's together."""
+        s = self.supersample
+        return (self.z_centre[:, None] + (np.arange(s) + 0.5) / s - 0.5).ravel()
+
+
+@dataclass(frozen=True)
+class _View:
+    """The heart placed in the (Y, X) image: pixel coordinates (mm) in the anatomical frame (LV centre at
+    0, RV towards theta = 0), and the (Z, Y, X) crop ``box`` holding the heart with the polar coordinates
+    ``r`` (mm) and ``theta`` of its pixels, float32."""
+
+    u: np.ndarray
+    v: np.ndarray
+    box: tuple[slice, slice, slice]
+    r: np.ndarray
+    theta: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Contrast:
+    """Intensities: blood, myocardium, RV blood and fat; the (Y, X) tissue-and-lung background, the
+    (Z, Y, X) bias field and the Rician noise sigma."""
+
+    blood: float
+    myo: float
+    rv_blood: float
+    fat: float
+    background: np.ndarray
+    bias: np.ndarray
+    sigma: np.float32
+
+
+def _draw_scan(cfg: PhantomConfig, rng: np.random.Generator) -> _Scan:
     n_frames = int(rng.integers(cfg.n_frames[0], cfg.n_frames[1] + 1))
     es_index = int(np.clip(round(rng.uniform(0.35, 0.45) * n_frames), 1, n_frames - 1))
     thickness = float(np.float32(round(_uniform(rng, cfg.slice_thickness_mm), 2)))
     pixel = float(np.float32(round(_uniform(rng, cfg.inplane_spacing_mm), 3)))
     n_slices = int(np.clip(round(rng.uniform(70.0, 100.0) / thickness), *cfg.n_slices))
+    return _Scan(n_frames, es_index, thickness, pixel, n_slices, cfg.supersample)
+
+
+def _draw_heart(group: str, n_slices: int, radius: float, wall: float, depth: float,
+                rng: np.random.Generator) -> _Heart:  # fmt: skip
     minf = group == "MINF"
-    heart = _Heart(
+    return _Heart(
         n_slices=n_slices,
         n_no_rv=min(int(rng.integers(1, 4)), n_slices - 3),
         apex=_uniform(rng, (0.5, 0.65)),
@@ -280,14 +326,13 @@ def make_patient(index: int, group: str, cfg: PhantomConfig, rng: np.random.Gene
         fat=_uniform(rng, (1.0, 4.0)),
         fat_angle=_uniform(rng, (-np.pi, np.pi)),
     )
-    cycle = _cycle(n_frames, es_index)
-    q_t, k_rv = _motion_factor(heart, 1.0 - ef_lv * (1.0 - cycle)), 1.0 - ef_rv * (1.0 - cycle)
-    s = cfg.supersample
-    z_centre = np.arange(n_slices, dtype=np.float64)
-    z_sub = (z_centre[:, None] + (np.arange(s) + 0.5) / s - 0.5).ravel()
 
-    # Outer outline over all slices and frames; shrink the heart if it (plus jitter) overflows the view.
-    grid = heart.static(np.concatenate([z_sub, z_centre]), _THETA)
+
+def _fit_in_view(heart: _Heart, scan: _Scan, q_t: np.ndarray, k_rv: np.ndarray,
+                 matrix: tuple[int, int]) -> tuple[_Heart, np.ndarray, np.ndarray]:  # fmt: skip
+    """The heart, shrunk if its outer outline over all slices and frames (plus jitter) overflows the view;
+    that outline's radius per angle of ``_THETA`` (mm) and its centre (x, y) (mm)."""
+    grid = heart.static(np.concatenate([scan.z_sub, scan.z_centre]), _THETA)
     outer = np.max(
         [_radii(grid, q, _rv_scale(grid, q, k), heart.rv_wall)[4] for q, k in zip(q_t, k_rv, strict=True)],
         axis=(0, 1),
@@ -295,14 +340,19 @@ def make_patient(index: int, group: str, cfg: PhantomConfig, rng: np.random.Gene
     pts = np.stack([outer * _exact.cos(_THETA), outer * _exact.sin(_THETA)])
     centre = (pts.max(1) + pts.min(1)) / 2
     need = np.max(np.linalg.norm(pts - centre[:, None], axis=0))
-    room = min(ny, nx) * pixel / 2 - 3.0 - 2 * pixel
+    room = min(matrix) * scan.pixel / 2 - 3.0 - 2 * scan.pixel
     if need > room:  # every length scales by f, so the area ratios (EF, q, g) are unchanged
         f = room / need
         lengths = ("radius", "wall", "depth", "rv_wall", "fat")
         heart = dataclasses.replace(heart, **{n: getattr(heart, n) * f for n in lengths})
         outer, centre = outer * f, centre * f
+    return heart, outer, centre
 
-    # Pixel coordinates (mm) in the anatomical frame (LV centre at 0, RV towards theta = 0), randomly rotated.
+
+def _place_in_view(outer: np.ndarray, centre: np.ndarray, pixel: float, matrix: tuple[int, int],
+                   rng: np.random.Generator) -> _View:  # fmt: skip
+    """Rotate the anatomy by a random angle and shift it by a random jitter in the (Y, X) image."""
+    ny, nx = matrix
     alpha = _uniform(rng, (-np.pi, np.pi))
     rot = np.array([[_exact.cos(alpha), -_exact.sin(alpha)], [_exact.sin(alpha), _exact.cos(alpha)]])
     lv_xy = -rot @ centre + rng.uniform(-3.0, 3.0, size=2)
@@ -313,10 +363,13 @@ def make_patient(index: int, group: str, cfg: PhantomConfig, rng: np.random.Gene
     inside = r < np.interp(theta, _THETA, outer, period=2 * np.pi) + 2 * pixel  # the heart's pixels
     rows, cols = np.flatnonzero(inside.any(1)), np.flatnonzero(inside.any(0))
     box = (slice(None), slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))  # (Z, Y, X) crop
-    r_in, theta_in = r[box[1:]].astype(np.float32), theta[box[1:]].astype(np.float32)
-    pix_sub, pix_centre = heart.static(z_sub, theta_in), heart.static(z_centre, theta_in)
-    grid_sub, grid_centre = heart.static(z_sub, _THETA), heart.static(z_centre, _THETA)
+    return _View(u, v, box, r[box[1:]].astype(np.float32), theta[box[1:]].astype(np.float32))
 
+
+def _draw_contrast(heart: _Heart, view: _View, n_slices: int, cfg: PhantomConfig,
+                   rng: np.random.Generator) -> _Contrast:  # fmt: skip
+    """Tissue intensities, a lung on the side opposite the RV, the bias field and the noise level."""
+    u, v = view.u, view.v
     blood, myo = _uniform(rng, (300.0, 600.0)), _uniform(rng, (100.0, 200.0))
     rv_blood = blood * _uniform(rng, (0.9, 1.0))
     tissue, lung = _uniform(rng, (70.0, 150.0)), _uniform(rng, (10.0, 40.0))
@@ -326,41 +379,72 @@ def make_patient(index: int, group: str, cfg: PhantomConfig, rng: np.random.Gene
     lung_d = (_exact.hypot((u - lung_u) / lung_a, (v - _uniform(rng, (-15.0, 15.0))) / lung_b) - 1.0) * lung_a
     f_lung = np.clip(0.5 - lung_d / 3.0, 0.0, 1.0)
     background = (tissue * (1.0 - f_lung) + lung * f_lung).astype(np.float32)
-    bg_in = background[box[1:]]
-    bias = _bias_field((n_slices, ny, nx), cfg.bias_strength, rng)
+    bias = _bias_field((n_slices, *u.shape), cfg.bias_strength, rng)
     sigma = np.float32(_uniform(rng, cfg.noise_sigma) * blood)
+    return _Contrast(blood, myo, rv_blood, fat, background, bias, sigma)
 
+
+def _render(heart: _Heart, view: _View, c: _Contrast, scan: _Scan, q_t: np.ndarray, k_rv: np.ndarray,
+            rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """The cine (T, Z, Y, X) float32 (partial volume, bias, Rician noise drawn per frame) and the labels
+    (T, Z, Y, X) uint8 of every frame."""
+    s, pixel, r_in = scan.supersample, scan.pixel, view.r
+    pix_sub, pix_centre = heart.static(scan.z_sub, view.theta), heart.static(scan.z_centre, view.theta)
+    grid_sub, grid_centre = heart.static(scan.z_sub, _THETA), heart.static(scan.z_centre, _THETA)
+    bg_in = c.background[view.box[1:]]
     ramp = np.float32(0.5) - r_in / np.float32(pixel)  # occupancy = clip(ramp + R / pixel, 0, 1)
-    cine = np.empty((n_frames, n_slices, ny, nx), np.float32)
-    cine_labels = np.zeros((n_frames, n_slices, ny, nx), np.uint8)
-    for t in range(n_frames):
+    shape = (scan.n_frames, scan.n_slices, *c.background.shape)
+    cine = np.empty(shape, np.float32)
+    cine_labels = np.zeros(shape, np.uint8)
+    for t in range(scan.n_frames):
         q, k = float(q_t[t]), float(k_rv[t])
         bounds = _radii(pix_sub, q, _rv_scale(grid_sub, q, k), heart.rv_wall)
         f_lv, f_epi, f_rv, f_wall, f_fat = (np.clip(b / np.float32(pixel) + ramp, 0.0, 1.0) for b in bounds)
-        heart_img = f_lv * (blood - myo) + f_epi * (myo - rv_blood) + f_rv * (rv_blood - myo)
-        heart_img += f_wall * (myo - fat) + f_fat * (fat - bg_in) + bg_in
-        frame = np.repeat(background[None], n_slices, axis=0)
-        frame[box] = heart_img.reshape(n_slices, s, *r_in.shape).mean(1)
-        clean = frame * bias
-        noise = rng.standard_normal(size=(2, *clean.shape), dtype=np.float32) * sigma
+        heart_img = f_lv * (c.blood - c.myo) + f_epi * (c.myo - c.rv_blood) + f_rv * (c.rv_blood - c.myo)
+        heart_img += f_wall * (c.myo - c.fat) + f_fat * (c.fat - bg_in) + bg_in
+        frame = np.repeat(c.background[None], scan.n_slices, axis=0)
+        frame[view.box] = heart_img.reshape(scan.n_slices, s, *r_in.shape).mean(1)
+        clean = frame * c.bias
+        noise = rng.standard_normal(size=(2, *clean.shape), dtype=np.float32) * c.sigma
         cine[t] = _exact.hypot(clean + noise[0], noise[1])
         endo, epi, rv_out, _, _ = _radii(pix_centre, q, _rv_scale(grid_centre, q, k), heart.rv_wall)
         # nested regions (endo <= epi <= rv_out): the count of boundaries enclosing a voxel is its label
-        cine_labels[t][box] = sum((r_in < b).view(np.uint8) for b in (endo, epi, rv_out))
+        cine_labels[t][view.box] = sum((r_in < b).view(np.uint8) for b in (endo, epi, rv_out))
+    return cine, cine_labels
+
+
+def make_patient(index: int, group: str, cfg: PhantomConfig, rng: np.random.Generator) -> PatientRecord:
+    """Build patient ``index`` (0-based; id ``patient{index+1:03d}``) of ``group`` from ``rng``.
+
+    Returns a record with cine (T, Z, Y, X) float32, cine_labels (T, Z, Y, X) uint8 for every frame,
+    labels of ED (frame 1) and ES, spacing (z, y, x) in mm and an affine with a random 3D rotation.
+    A heart too large for ``cfg.matrix`` at the drawn pixel size is shrunk to fit.
+    """
+    if group not in _GROUP_PARAMS:
+        raise ValueError(f"group must be one of {GROUPS}, got {group!r}")
+    # The steps draw from ``rng`` in this order, which fixes the phantom byte for byte (tests pin it).
+    ef_lv, ef_rv, radius, wall, depth = (_uniform(rng, r) for r in _GROUP_PARAMS[group])
+    scan = _draw_scan(cfg, rng)
+    heart = _draw_heart(group, scan.n_slices, radius, wall, depth, rng)
+    cycle = _cycle(scan.n_frames, scan.es_index)
+    q_t, k_rv = _motion_factor(heart, 1.0 - ef_lv * (1.0 - cycle)), 1.0 - ef_rv * (1.0 - cycle)
+    heart, outer, centre = _fit_in_view(heart, scan, q_t, k_rv, cfg.matrix)
+    view = _place_in_view(outer, centre, scan.pixel, cfg.matrix, rng)
+    contrast = _draw_contrast(heart, view, scan.n_slices, cfg, rng)
+    cine, cine_labels = _render(heart, view, contrast, scan, q_t, k_rv, rng)
 
     height = round(_uniform(rng, (150.0, 195.0)), 1)
     weight = round(_uniform(rng, (19.0, 32.0)) * (height / 100) ** 2, 1)
-    info = PatientInfo(
-        ed=1, es=es_index + 1, nb_frames=n_frames, group=group, height_cm=height, weight_kg=weight
-    )
-    spacing = (thickness, pixel, pixel)
+    info = PatientInfo(ed=1, es=scan.es_index + 1, nb_frames=scan.n_frames, group=group, height_cm=height,
+                       weight_kg=weight)  # fmt: skip
+    spacing = (scan.thickness, scan.pixel, scan.pixel)
     return PatientRecord(
         patient_id=f"patient{index + 1:03d}",
         cine=cine,
         spacing=spacing,
         affine=affine_from_spacing(spacing, _random_rotation(rng)),
         info=info,
-        labels={"ED": cine_labels[0].copy(), "ES": cine_labels[es_index].copy()},
+        labels={"ED": cine_labels[0].copy(), "ES": cine_labels[scan.es_index].copy()},
         cine_labels=cine_labels,
     )
 
