@@ -158,26 +158,31 @@ def validation_dice(
     return scores
 
 
-def train_fold(
-    store: ClipStore,
-    train_ids: list[str],
-    val_ids: list[str],
-    cfg: TrainConfig,
-    work_dir: Path,
-    fold: int,
-    on_epoch: Callable[[dict[str, float]], None] | None = None,
-    progress: bool = True,
-) -> FoldResult:
-    """Train (or resume) one fold; checkpoints go to ``work_dir`` (``last.pt`` every epoch, ``best.pt``)."""
-    device = resolve_device(cfg.device)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed * 1000 + fold)
+@dataclass
+class _Fitting:
+    """What trains: the model (and its deep-supervision heads), the optimizer, the loss, the memory order."""
+
+    model: SegmentationModel
+    aux: DeepSupervision | None
+    optimizer: torch.optim.Optimizer
+    loss_fn: DiceCELoss
+    memory_format: torch.memory_format
+
+
+def _fold_indices(
+    store: ClipStore, train_ids: list[str], val_ids: list[str], fold: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The store's sample indices of the fold's training and of its validation patients (both needed)."""
     train_idx, val_idx = store.indices_for(train_ids), store.indices_for(val_ids)
     if not len(train_idx) or not len(val_idx):
         raise ValueError(
             f"fold {fold}: {len(train_idx)} training and {len(val_idx)} validation samples; need both"
         )
+    return train_idx, val_idx
+
+
+def _build(cfg: TrainConfig, store: ClipStore, train_idx: np.ndarray, device: torch.device) -> _Fitting:
+    """The model, heads, optimizer and loss of ``cfg`` (initialised from torch's generator, in this order)."""
     model = make_model(cfg, store, train_idx).to(device)
     crop = cfg.augment.crop
     if crop and (crop > store.size or crop % model.input_multiple):
@@ -195,7 +200,15 @@ def train_fold(
     params = [*model.parameters(), *(aux.parameters() if aux is not None else ())]
     optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     loss_fn = DiceCELoss(ce_weight=cfg.ce_weight, dice_weight=cfg.dice_weight)
+    return _Fitting(model, aux, optimizer, loss_fn, memory_format)
 
+
+def _resume(last: Path, fit: _Fitting, cfg: TrainConfig, fold: int) -> tuple[dict[str, Any], int | None]:
+    """The training state to continue from, and the epoch it resumes after (None: a fresh start).
+
+    ``last`` (the previous run's checkpoint), when there, restores weights, heads, optimizer and torch's
+    generator; a checkpoint of another model or other model arguments is refused.
+    """
     state: dict[str, Any] = {
         "epoch": 0,
         "best_dice": -math.inf,
@@ -203,77 +216,118 @@ def train_fold(
         "history": [],
         "finished": False,
     }
-    resumed_from = None
-    last = work_dir / "last.pt"
-    if last.is_file():
-        ckpt = load_checkpoint(last)
-        check_compatible(last, ckpt, cfg.model, model.config)
-        model.load_state_dict(ckpt["state_dict"])
-        if aux is not None:
-            aux.load_state_dict(ckpt["aux_heads"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        torch.set_rng_state(ckpt["torch_rng"])
-        state = {k: ckpt[k] for k in state}
-        resumed_from = int(state["epoch"])
-        log.info("fold %d: resuming from %s after epoch %d", fold, last, resumed_from)
+    if not last.is_file():
+        return state, None
+    ckpt = load_checkpoint(last)
+    check_compatible(last, ckpt, cfg.model, fit.model.config)
+    fit.model.load_state_dict(ckpt["state_dict"])
+    if fit.aux is not None:
+        fit.aux.load_state_dict(ckpt["aux_heads"])
+    fit.optimizer.load_state_dict(ckpt["optimizer"])
+    torch.set_rng_state(ckpt["torch_rng"])
+    state = {k: ckpt[k] for k in state}
+    log.info("fold %d: resuming from %s after epoch %d", fold, last, state["epoch"])
+    return state, int(state["epoch"])
+
+
+def _train_epoch(net: torch.nn.Module, fit: _Fitting, train_set: ClipDataset, cfg: TrainConfig, fold: int,
+                 epoch: int, device: torch.device) -> tuple[list[float], float]:  # fmt: skip
+    """One epoch over ``train_set`` in its seeded order; the batch losses and the last learning rate."""
+    train_set.set_epoch(epoch)
+    order = np.random.default_rng([cfg.seed, fold, epoch]).permutation(len(train_set))
+    loader = DataLoader(train_set, batch_size=cfg.batch_size, sampler=dist.shard(order).tolist(),
+                        num_workers=cfg.num_workers)  # fmt: skip
+    net.train()
+    losses = []
+    n_batches = len(loader)
+    for batch, (clip, label) in enumerate(loader):
+        lr = learning_rate(cfg.lr, cfg.schedule, epoch - 1 + batch / n_batches, cfg.max_epochs,
+                           min(cfg.warmup_epochs, cfg.max_epochs - 1))  # fmt: skip
+        for group in fit.optimizer.param_groups:
+            group["lr"] = lr
+        clip = clip.to(device, non_blocking=True).contiguous(memory_format=fit.memory_format)
+        label = label.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16 and device.type == "cuda"):
+            logits = net(clip)
+        loss = (
+            fit.loss_fn(logits.float(), label)
+            if fit.aux is None
+            else fit.aux.loss(logits, label, fit.loss_fn)
+        )
+        fit.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        fit.optimizer.step()
+        losses.append(float(loss.detach()))
+    return losses, lr
+
+
+def _record_epoch(state: dict[str, Any], row: dict[str, float], cfg: TrainConfig) -> bool:
+    """Add ``row`` to ``state``: history, epoch, best score, and whether training is finished (patience
+    run out or the last epoch). Returns whether the epoch improved on the best validation Dice."""
+    epoch, score = int(row["epoch"]), row["val_dice"]
+    state["history"] = [*state["history"], row]
+    state["epoch"] = epoch
+    improved = score > state["best_dice"]  # NaN (an unscored epoch) never improves
+    if improved:
+        state["best_dice"], state["best_epoch"] = score, epoch
+    state["finished"] = epoch - int(state["best_epoch"]) >= cfg.patience or epoch >= cfg.max_epochs
+    return bool(improved)
+
+
+def _save_epoch(work_dir: Path, fit: _Fitting, cfg: TrainConfig, store: ClipStore, fold: int,
+                state: dict[str, Any], improved: bool) -> None:  # fmt: skip
+    """``last.pt`` (everything a resume needs), ``best.pt`` on improvement, ``final.pt`` at the end."""
+    epoch, score = state["epoch"], state["history"][-1]["val_dice"]
+    common = {"params": asdict(cfg), "preprocess": store.meta["config"], "fold": fold}
+    if improved:
+        save_checkpoint(work_dir / "best.pt", fit.model, None, **common, epoch=epoch, val_dice=score)
+    save_checkpoint(work_dir / "last.pt", fit.model, fit.optimizer, **common, torch_rng=torch.get_rng_state(),
+                    aux_heads=fit.aux.state_dict() if fit.aux is not None else None, **state)  # fmt: skip
+    if state["finished"]:  # the end of the schedule, without optimizer state: train.select = last
+        save_checkpoint(work_dir / "final.pt", fit.model, None, **common, epoch=epoch, val_dice=score)
+
+
+def train_fold(
+    store: ClipStore,
+    train_ids: list[str],
+    val_ids: list[str],
+    cfg: TrainConfig,
+    work_dir: Path,
+    fold: int,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
+    progress: bool = True,
+) -> FoldResult:
+    """Train (or resume) one fold; checkpoints go to ``work_dir`` (``last.pt`` every epoch, ``best.pt``)."""
+    device = resolve_device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed * 1000 + fold)
+    train_idx, val_idx = _fold_indices(store, train_ids, val_ids, fold)
+    fit = _build(cfg, store, train_idx, device)
+    state, resumed_from = _resume(work_dir / "last.pt", fit, cfg, fold)
 
     train_set = ClipDataset(store, train_idx, cfg.radius, cfg.augment, seed=cfg.seed)
     val_loader = DataLoader(
         ClipDataset(store, val_idx, cfg.radius), batch_size=cfg.batch_size, num_workers=cfg.num_workers
     )
-    net = dist.wrap(model, device)
+    net = dist.wrap(fit.model, device)
     main_process = dist.is_main()
     bar = tqdm(total=cfg.max_epochs, initial=int(state["epoch"]), desc=f"fold {fold} {cfg.model}",
                disable=not (progress and main_process), unit="epoch")  # fmt: skip
     while not state["finished"] and state["epoch"] < cfg.max_epochs:
         epoch = int(state["epoch"]) + 1
         start = time.perf_counter()
-        train_set.set_epoch(epoch)
-        order = np.random.default_rng([cfg.seed, fold, epoch]).permutation(len(train_set))
-        loader = DataLoader(train_set, batch_size=cfg.batch_size, sampler=dist.shard(order).tolist(),
-                            num_workers=cfg.num_workers)  # fmt: skip
-        net.train()
-        losses = []
-        n_batches = len(loader)
-        for batch, (clip, label) in enumerate(loader):
-            lr = learning_rate(cfg.lr, cfg.schedule, epoch - 1 + batch / n_batches, cfg.max_epochs,
-                               min(cfg.warmup_epochs, cfg.max_epochs - 1))  # fmt: skip
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            clip = clip.to(device, non_blocking=True).contiguous(memory_format=memory_format)
-            label = label.to(device, non_blocking=True)
-            with torch.autocast(
-                device.type, dtype=torch.bfloat16, enabled=cfg.bf16 and device.type == "cuda"
-            ):
-                logits = net(clip)
-            loss = loss_fn(logits.float(), label) if aux is None else aux.loss(logits, label, loss_fn)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(float(loss.detach()))
+        losses, lr = _train_epoch(net, fit, train_set, cfg, fold, epoch, device)
         if epoch % cfg.val_every == 0 or epoch >= cfg.max_epochs:
-            val = validation_dice(model, val_loader, device, cfg.bf16, memory_format)
+            val = validation_dice(fit.model, val_loader, device, cfg.bf16, fit.memory_format)
         else:  # not scored this epoch: NaN never counts as an improvement
             val = dict.fromkeys([*STRUCTURES, "mean"], math.nan)
         row = {"epoch": epoch, "train_loss": float(np.mean(losses)), "val_dice": val["mean"], "lr": lr,
                **{f"val_dice_{k}": v for k, v in val.items() if k != "mean"},
                "seconds": time.perf_counter() - start}  # fmt: skip
-        state["history"] = [*state["history"], row]
-        state["epoch"] = epoch
-        improved = val["mean"] > state["best_dice"]
-        if improved:
-            state["best_dice"], state["best_epoch"] = val["mean"], epoch
-        state["finished"] = epoch - int(state["best_epoch"]) >= cfg.patience or epoch >= cfg.max_epochs
+        improved = _record_epoch(state, row, cfg)
         if main_process:
-            if improved:
-                save_checkpoint(work_dir / "best.pt", model, None, params=asdict(cfg), preprocess=store.meta["config"],
-                                fold=fold, epoch=epoch, val_dice=val["mean"])  # fmt: skip
-            save_checkpoint(last, model, optimizer, params=asdict(cfg), preprocess=store.meta["config"], fold=fold,
-                            torch_rng=torch.get_rng_state(), aux_heads=aux.state_dict() if aux is not None else None,
-                            **state)  # fmt: skip
-            if state["finished"]:  # the end of the schedule, without optimizer state: train.select = last
-                save_checkpoint(work_dir / "final.pt", model, None, params=asdict(cfg), preprocess=store.meta["config"],
-                                fold=fold, epoch=epoch, val_dice=val["mean"])  # fmt: skip
+            _save_epoch(work_dir, fit, cfg, store, fold, state, improved)
             if on_epoch is not None:
                 on_epoch(row)
         dist.barrier()
