@@ -1,4 +1,5 @@
-"""Segmenter: test-time augmentation, fold ensembles, post-processing and the recorded geometry."""
+"""Segmenter: test-time augmentation, fold ensembles, post-processing, the recorded preprocessing, frames and
+batches, and the options and inputs it refuses."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.errors import DataError
+from pipeline.errors import ConfigError, DataError, RequestError
 from pipeline.inference.postprocess import fill_holes, postprocess
 from pipeline.inference.predict import Segmenter, checkpoint_preprocess
 from pipeline.inference.tta import tta_transforms
@@ -149,6 +150,52 @@ def test_spacing_geometry_needs_the_spacing() -> None:
     with pytest.raises(ValueError, match="needs the in-plane spacing"):
         seg.predict(_cine())
     assert seg.predict(_cine(), spacing=(8.0, 1.2, 1.7)).shape == (5, 3, 28, 25)
+
+
+def test_a_checkpoint_replays_its_geometry_and_intensity_clipping(tmp_path: Path) -> None:
+    torch.manual_seed(2)
+    model = build_model("unet", radius=1, base_channels=4, depth=2)
+    path = _checkpoint(tmp_path / "a.pt", model, geometry="spacing", spacing_mm=1.2, percentiles=[1.0, 99.0])
+    seg = Segmenter.from_files([path], tta="flips", postprocess="lcc", batch_size=4)
+    assert seg.geometry == Geometry("spacing", 32, 1.2) and seg.percentiles == (1.0, 99.0)
+    assert (seg.tta, seg.postprocess, seg.batch_size) == ("flips", "lcc", 4)
+    direct = Segmenter(model, geometry=Geometry("spacing", 32, 1.2), percentiles=(1.0, 99.0), tta="flips",
+                       postprocess="lcc", batch_size=4)  # fmt: skip
+    cine, spacing = _cine(6), (8.0, 1.2, 1.7)
+    np.testing.assert_array_equal(seg.predict(cine, spacing=spacing), direct.predict(cine, spacing=spacing))
+
+
+def test_frames_and_batches_select_and_split_the_work_without_changing_it() -> None:
+    torch.manual_seed(3)
+    model = build_model("unet", radius=1, base_channels=4, depth=2)
+    cine = _cine(7)
+    whole = Segmenter(model, size=32, batch_size=32).probabilities(cine)
+    assert whole.shape == (5, 3, 4, 28, 25) and whole.dtype == np.float32  # (frames, Z, C, Y, X)
+    np.testing.assert_allclose(whole.sum(2), 1.0, atol=1e-5)
+    small = Segmenter(model, size=32, batch_size=2)  # 6 clips in 3 batches
+    some = small.probabilities(cine, frames=[4, 0])
+    np.testing.assert_allclose(some, whole[[4, 0]], atol=1e-5)
+    labels = small.predict(cine, frames=[4, 0])
+    assert labels.dtype == np.uint8 and labels.shape == (2, 3, 28, 25)
+    np.testing.assert_array_equal(labels, some.argmax(2))
+
+
+def test_bad_segmenter_options_and_inputs_are_refused() -> None:
+    unet = build_model("unet", radius=1, base_channels=4, depth=2)
+    other_r = build_model("unet", radius=2, base_channels=4, depth=2)
+    other_c = build_model("unet", radius=1, num_classes=3, base_channels=4, depth=2)
+    for kwargs, says in (
+        ({"model": []}, "needs at least one model"),
+        ({"model": unet, "size": None}, "needs the training size or geometry"),
+        ({"model": unet, "tta": "sideways"}, "tta must be one of"),
+        ({"model": unet, "postprocess": "largest"}, "postprocess must be one of"),
+        ({"model": [unet, other_r]}, r"ensemble members differ in radius \[1, 2\]"),
+        ({"model": [unet, other_c]}, r"ensemble members differ in radius \[1\] or classes \[3, 4\]"),
+    ):
+        with pytest.raises(ConfigError, match=says):
+            Segmenter(**{"size": 32, **kwargs})
+    with pytest.raises(RequestError, match=r"expected a cine \(T, Z, Y, X\), got shape \(3, 28, 25\)"):
+        Segmenter(unet, size=32).predict(_cine()[0])
 
 
 def test_predict_applies_its_post_processing_per_frame() -> None:
