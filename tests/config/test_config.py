@@ -106,5 +106,5 @@ def test_yaml11_exponents_are_numbers(tmp_path: Path) -> None:
     assert params["train"]["lr"] == "3e-4"  # what the YAML reader gives
     cfg = section(params, "train", TrainConfig)
     assert cfg.lr == 3e-4 and cfg.weight_decay == 1e-5
-    with pytest.raises(ConfigError, match="train.lr: expected a number, got 'e-4'"):
+    with pytest.raises(ConfigError, match=r"train\.lr: expected a number, got 'e-4'"):
         section({"train": {"lr": "e-4"}}, "train", TrainConfig)
