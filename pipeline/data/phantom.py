@@ -96,16 +96,8 @@ class PhantomConfig:
     supersample: int = 3
 
     def __post_init__(self) -> None:
-        for name in (
-            "matrix",
-            "n_frames",
-            "n_slices",
-            "inplane_spacing_mm",
-            "slice_thickness_mm",
-            "noise_sigma",
-        ):
-            if isinstance(getattr(self, name), list):  # e.g. from params.yaml
-                object.__setattr__(self, name, tuple(getattr(self, name)))
+        """The ranges' rules only: types and list -> tuple coercion of params.yaml values are
+        pipeline.config.from_dict's job (the download section is read through it)."""
 
         def fail(name: str, rule: str) -> None:
             raise ValueError(f"PhantomConfig.{name} {rule}, got {getattr(self, name)!r}")
