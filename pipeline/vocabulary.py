@@ -19,6 +19,12 @@ N_CLASSES = len(LABELS)
 PHASES = ("ED", "ES")
 #: The paper's Table 1 order of the structures (metrics, reports).
 STRUCTURE_ORDER = ("LV", "MYO", "RV")
+#: The two ventricles: ejection fractions, volume-curve plots.
+VENTRICLES = ("LV", "RV")
+#: Order of the volume curves (LV, RV, MYO): clinical.volume_curves, the volumes CSV of predict.
+CURVE_ORDER = (*VENTRICLES, "MYO")
+#: Label values of the structures (no background): what the Dice loss averages over.
+STRUCTURE_LABELS = tuple(STRUCTURES.values())
 
 
 def voxel_volume_ml(spacing: Sequence[float]) -> float:

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from pipeline.vocabulary import STRUCTURES, voxel_volume_ml
+from pipeline.vocabulary import CURVE_ORDER, STRUCTURES, VENTRICLES, voxel_volume_ml
 
 MYOCARDIAL_DENSITY_G_PER_ML = 1.05
 
@@ -56,7 +56,7 @@ def volume_curves(cine_labels: np.ndarray, spacing: Sequence[float]) -> dict[str
     flat = cine_labels.reshape(cine_labels.shape[0], -1)
     return {
         name: np.count_nonzero(flat == STRUCTURES[name], axis=1).astype(np.float64) * voxel
-        for name in ("LV", "RV", "MYO")
+        for name in CURVE_ORDER
     }
 
 
@@ -106,7 +106,7 @@ def clinical_indices(ed_labels: np.ndarray, es_labels: np.ndarray, spacing: Sequ
     ed = structure_volumes(ed_labels, spacing)
     es = structure_volumes(es_labels, spacing)
     out: dict[str, float | str] = {}
-    for side in ("LV", "RV"):
+    for side in VENTRICLES:
         ef, status = ejection_fraction(ed[side], es[side])
         out[f"{side}_EDV"] = ed[side]
         out[f"{side}_ESV"] = es[side]

@@ -16,7 +16,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from pipeline.evaluation.agreement import agreement
-from pipeline.vocabulary import STRUCTURES
+from pipeline.vocabulary import STRUCTURES, VENTRICLES
 
 #: One colour per structure; ground truth solid, prediction dashed (as in the paper's Fig. 3).
 COLOURS = {"LV": "tab:red", "MYO": "tab:green", "RV": "tab:blue"}
@@ -124,7 +124,7 @@ def volume_curve_figure(
     """
     fig = _new_figure(6.0, 3.6)
     ax = fig.subplots()
-    for name in ("LV", "RV"):
+    for name in VENTRICLES:
         for curves, style, kind in ((curves_gt, GT_STYLE, "truth"), (curves_pred, PRED_STYLE, "pred")):
             if curves is not None and name in curves:
                 values = np.asarray(curves[name], dtype=np.float64)

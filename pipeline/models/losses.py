@@ -15,9 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pipeline.models.base import InputShapeError, ModelConfigError, check_int
-from pipeline.vocabulary import STRUCTURES as _LABELS
-
-STRUCTURES = tuple(_LABELS.values())  # RV, MYO, LV; 0 is background
+from pipeline.vocabulary import STRUCTURE_LABELS
 
 
 def soft_dice_per_class(
@@ -40,7 +38,7 @@ class DiceCELoss(nn.Module):
     def __init__(
         self,
         num_classes: int = 4,
-        classes: Sequence[int] = STRUCTURES,
+        classes: Sequence[int] = STRUCTURE_LABELS,
         ce_weight: float = 1.0,
         dice_weight: float = 1.0,
         smooth: float = 1e-5,

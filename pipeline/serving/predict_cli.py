@@ -38,6 +38,7 @@ from pipeline.inference.tta import TTA_MODES
 from pipeline.serving.codec import RequestError, decode_nifti, encode_labels
 from pipeline.serving.pyfunc_model import CURVE_COLUMNS, DECOMPRESSION_FACTOR, resolve_device
 from pipeline.serving.readout import Readout, readout
+from pipeline.vocabulary import CURVE_ORDER
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +130,7 @@ def write_outputs(
     atomic_write_bytes(files["labels"], labels_nifti)
     lines = ["frame,LV_ml,RV_ml,MYO_ml"]
     for t in range(len(result.curves["LV"])):
-        lines.append(",".join([str(t), *(f"{float(result.curves[k][t]):.6f}" for k in ("LV", "RV", "MYO"))]))
+        lines.append(",".join([str(t), *(f"{float(result.curves[k][t]):.6f}" for k in CURVE_ORDER)]))
     atomic_write_text(files["volumes"], "\n".join(lines) + "\n")
     markers = {"ED": result.ed_frame, "ES": result.es_frame} if result.status == "ok" else None
     volume_curve_figure(result.curves, None, markers, files["plot"], title=title)
