@@ -2,6 +2,8 @@
 
     .venv/bin/python -m benchmarks.model_bench                  # CPU at 128 x 128, then the GPU if there is one
     .venv/bin/python -m benchmarks.model_bench --device cpu --threads 1   # one torch thread (shared machines)
+    .venv/bin/python -m benchmarks.model_bench --device cpu --threads 1 --size 64 --batch 12 --models unet,deunet \
+        --model-args "{base_channels: 8, norm: batch}" --channels-last --cpu-bf16 --skip-deform   # acdc-roi CPU recipe
     .venv/bin/python -m benchmarks.model_bench --device cuda    # GPU only: 256 x 256, bf16 autocast
 
 Also times the deformable convolution alone (12 x 96 x 128 x 128, 3x3, forward+backward): the grid_sample
@@ -29,10 +31,12 @@ from typing import Any
 
 import torch
 import torchvision
+import yaml
 from torch.utils.flop_counter import FlopCounterMode
 
 from pipeline.models import DiceCELoss, available_models, build_model
 from pipeline.models.deform_conv import deform_conv2d
+from pipeline.models.precision import bf16_enabled
 
 
 def _sync(device: torch.device) -> None:
@@ -57,11 +61,17 @@ def bench_models(
     args: argparse.Namespace, device: torch.device, bf16: bool, size: int
 ) -> list[dict[str, Any]]:
     torch.manual_seed(0)
-    clip = torch.randn(args.batch, 2 * args.radius + 1, size, size, device=device)
+    fmt = torch.channels_last if args.channels_last else torch.contiguous_format
+    clip = torch.randn(args.batch, 2 * args.radius + 1, size, size, device=device).contiguous(
+        memory_format=fmt
+    )
     target = torch.randint(0, 4, (args.batch, size, size), device=device)
     loss_fn = DiceCELoss()
     names = args.models.split(",") if args.models else available_models()
-    models = {name: build_model(name, radius=args.radius).to(device) for name in names}
+    extra = yaml.safe_load(args.model_args) or {}
+    models = {
+        name: build_model(name, radius=args.radius, **extra).to(device, memory_format=fmt) for name in names
+    }
     rows: dict[str, dict[str, Any]] = {}
     for name, model in models.items():
         model.eval()
@@ -132,7 +142,7 @@ def bench_deform(args: argparse.Namespace, device: torch.device) -> dict[str, An
 
 def run_device(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     """Model table (and deform-conv comparison) on one device; prints it and returns the numbers."""
-    bf16 = device.type == "cuda"
+    bf16 = bf16_enabled(device, device.type == "cuda" or args.cpu_bf16)
     size = args.size or (256 if device.type == "cuda" else 128)
     machine = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     print(
@@ -186,6 +196,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--models", default="", help="comma-separated subset of the registry")
+    parser.add_argument("--model-args", default="{}", help="constructor arguments, a YAML mapping, e.g. "
+                        "'{base_channels: 8, norm: batch}'")  # fmt: skip
+    parser.add_argument("--channels-last", action="store_true", help="NHWC weights and inputs")
+    parser.add_argument("--cpu-bf16", action="store_true", help="bf16 autocast on the CPU too, where it has "
+                        "native bf16 (train.bf16's rule); CUDA always runs bf16")  # fmt: skip
     parser.add_argument(
         "--deform-shape", default="12x96x128x128", help="B x C x H x W of the deform-conv test"
     )

@@ -57,7 +57,8 @@ class DeepSupervision(nn.Module):
         """The weighted multi-scale loss of the last forward pass (``logits`` is its full-size output)."""
         total = self.weights[0] * loss_fn(logits.float(), labels)
         for lv, head in enumerate(self.heads, start=1):
-            aux = head(self._features.pop(lv))
+            # the decoder ran under autocast (bf16 features); the heads and the loss run in fp32
+            aux = head(self._features.pop(lv).to(head.weight.dtype))
             small = F.interpolate(labels[:, None].float(), size=aux.shape[-2:], mode="nearest")[:, 0].long()
             total = total + self.weights[lv] * loss_fn(aux.float(), small)
         return total

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from pipeline.errors import ConfigError
 from pipeline.models import DiceCELoss, SegmentationModel, build_model
+from pipeline.models.precision import autocast
 from pipeline.preprocessing.store import ClipStore
 from pipeline.training import distributed as dist
 from pipeline.training.augment import AugmentConfig
@@ -49,6 +50,8 @@ class TrainConfig:
     schedule; unbiased when the same validation patients are then evaluated).
     deep_supervision: auxiliary losses on this many lower decoder levels (0 = off; see
     pipeline.training.deep_supervision). Training only: the published model is unchanged.
+    bf16: bf16 autocast where the hardware has it natively: CUDA, and CPUs with AVX512-BF16 or AMX
+        (pipeline.models.precision); plain fp32 on other CPUs.
     channels_last: keep weights and activations in NHWC memory order, which the CPU's convolution
         kernels run faster (U-Net 1.4x per step here); the numbers are the same up to rounding.
     val_every: score the validation patients every this many epochs (and always after the last one);
@@ -56,7 +59,9 @@ class TrainConfig:
     """
 
     model: str = "deunet"
-    model_args: dict[str, Any] = field(default_factory=lambda: {"base_channels": 8, "depth": 4})
+    model_args: dict[str, Any] = field(
+        default_factory=lambda: {"base_channels": 8, "depth": 4, "norm": "batch"}
+    )
     radius: int = 1
     folds: tuple[int, ...] = (0,)
     max_epochs: int = 24
@@ -147,7 +152,7 @@ def validation_dice(
     total = torch.zeros(4, dtype=torch.float64)
     for clip, label in loader:
         clip = clip.to(device).contiguous(memory_format=memory_format)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16 and device.type == "cuda"):
+        with autocast(device, bf16):
             pred = model(clip).argmax(1).cpu()
         for c in STRUCTURES.values():
             p, g = pred == c, label == c
@@ -247,7 +252,7 @@ def _train_epoch(net: torch.nn.Module, fit: _Fitting, train_set: ClipDataset, cf
             group["lr"] = lr
         clip = clip.to(device, non_blocking=True).contiguous(memory_format=fit.memory_format)
         label = label.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16 and device.type == "cuda"):
+        with autocast(device, cfg.bf16):
             logits = net(clip)
         loss = (
             fit.loss_fn(logits.float(), label)
