@@ -17,7 +17,7 @@ def test_benchmark_trains_evaluates_and_reports(
 ) -> None:
     work = tmp_path / "bench"
     toy = ["--set", f"download.local_path={acdc_roi}", "--set", "preprocess.size=32", "--set", "train.max_epochs=1",
-           "--set", "train.model_args={base_channels: 4, depth: 2}", "--work", str(work), "--tag", "toy"]  # fmt: skip
+           "--set", "train.model_args={base_channels: 4, depth: 2}", "--set", "train.augment.crop=16", "--work", str(work), "--tag", "toy"]  # fmt: skip
     assert acdc_cv.main(["train", *toy, "--model", "unet", "--fold", "1"]) == 0
     timing = json.loads((work / "toy/unet/fold1/timing.json").read_text())
     assert timing["epochs"] == 1 and timing["cpu_s"] > 0 and timing["model_file"] == "final.pt"
