@@ -155,8 +155,10 @@ def evaluate_one(params: dict[str, Any], model: str, fold: int, tag: str, tta_mo
 
 
 def collect(tag: str, model: str) -> dict[str, Any]:
-    """Pooled CV cases of every evaluated fold of ``tag/model``: {(tta, variant): cases}, folds, minutes."""
+    """Pooled CV cases of every evaluated fold of ``tag/model``: {(tta, variant): cases}, folds, minutes,
+    and the same cases per fold (``by_fold``: {fold: {(tta, variant): cases}})."""
     pooled: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    by_fold: dict[int, dict[tuple[str, str], list[dict[str, Any]]]] = {}
     folds, minutes = [], []
     for work in sorted((WORK / tag / model).glob("fold*")):
         ev_path = work / "evaluation.json"
@@ -168,7 +170,36 @@ def collect(tag: str, model: str) -> dict[str, Any]:
         for tta, body in ev["tta"].items():
             for variant, cases in body["cases"].items():
                 pooled.setdefault((tta, variant), []).extend(cases)
-    return {"cases": pooled, "folds": folds, "cpu_minutes": minutes}
+                by_fold.setdefault(ev["fold"], {})[(tta, variant)] = cases
+    return {"cases": pooled, "folds": folds, "cpu_minutes": minutes, "by_fold": by_fold}
+
+
+def fold_table(rows: list[tuple[str, str, dict[int, dict[tuple[str, str], list[dict[str, Any]]]]]],
+               tta: str, variant: str) -> str:  # fmt: skip
+    """Markdown: mean Dice / HD / ASSD / RV ES Dice of each fold alone, then the mean and std over folds."""
+    import numpy as np
+
+    lines = [f"Per fold, TTA {tta}, {variant}: mean Dice / mean HD (mm) / mean ASSD (mm) / RV ES Dice",
+             "", "| run | model | " + " | ".join(f"fold {f}" for f in range(5)) + " | mean ± std over folds |",
+             "|---|---|" + "---|" * 6]  # fmt: skip
+    for tag, model, by_fold in rows:
+        cells, values = [], []
+        for fold in range(5):
+            cases = by_fold.get(fold, {}).get((tta, variant))
+            if not cases:
+                cells.append("")
+                continue
+            h = headline(cases)
+            values.append([h["mean_dice"], h["mean_hd"], h["mean_assd"], h["dice_RV_ES"]])
+            cells.append(
+                f"{h['mean_dice']:.4f} / {h['mean_hd']:.2f} / {h['mean_assd']:.2f} / {h['dice_RV_ES']:.3f}"
+            )
+        if not values:
+            continue
+        m, s = np.mean(values, axis=0), np.std(values, axis=0)
+        spread = f"{m[0]:.4f} ± {s[0]:.4f} / {m[1]:.2f} ± {s[1]:.2f} / {m[2]:.2f} ± {s[2]:.2f} / {m[3]:.3f} ± {s[3]:.3f}"
+        lines.append(f"| {tag} | {model} | " + " | ".join(cells) + f" | {spread} |")
+    return "\n".join(lines)
 
 
 def headline(cases: list[dict[str, Any]]) -> dict[str, float]:
@@ -185,11 +216,13 @@ def report(tags: list[str], models: list[str]) -> str:
     lines = ["| run | model | folds | CPU min/fold | TTA | post-processing | mean Dice | mean HD (mm) | mean ASSD (mm) | RV ES Dice |",
              "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     tables = []
+    fold_rows = []
     for tag in tags:
         for model in models:
             got = collect(tag, model)
             if not got["folds"]:
                 continue
+            fold_rows.append((tag, model, got["by_fold"]))
             per_fold = sum(got["cpu_minutes"]) / len(got["cpu_minutes"])
             for (tta, variant), cases in sorted(got["cases"].items()):
                 h = headline(cases)
@@ -199,7 +232,10 @@ def report(tags: list[str], models: list[str]) -> str:
                 if variant in ("raw", "lcc_fill") and tta in ("none", strongest):
                     tables.append(f"### {model} ({tag}), folds {got['folds']}, TTA {tta}, {variant}\n\n"
                                   + table1_markdown(summarise(cases)))  # fmt: skip
-    return "\n".join(lines) + "\n\n" + "\n\n".join(tables)
+    folds = "\n\n".join(
+        fold_table(fold_rows, tta, variant) for tta, variant in (("none", "raw"), ("flips", "lcc_fill"))
+    )
+    return "\n".join(lines) + "\n\n" + folds + "\n\n" + "\n\n".join(tables)
 
 
 def run_all(args: argparse.Namespace, params: dict[str, Any]) -> str:
