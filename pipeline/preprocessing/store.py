@@ -81,6 +81,13 @@ class ClipStore:
         self.samples = pd.read_csv(self.root / "samples.csv")
         self.patients: list[dict[str, Any]] = json.loads((self.root / "patients.json").read_text())
 
+    def __getstate__(self) -> dict[str, Any]:
+        # A DataLoader worker re-opens the memory maps from the path instead of receiving the arrays.
+        return {"root": str(self.root)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["root"])  # type: ignore[misc]
+
     @property
     def max_radius(self) -> int:
         return int(self.meta["config"]["max_radius"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import multiprocessing
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -235,13 +236,29 @@ def _resume(last: Path, fit: _Fitting, cfg: TrainConfig, fold: int) -> tuple[dic
     return state, int(state["epoch"])
 
 
+def _loader(dataset: ClipDataset, cfg: TrainConfig, **kwargs: Any) -> DataLoader:
+    """A DataLoader of ``dataset``; its ``cfg.num_workers`` worker processes start from a forkserver.
+
+    A plain fork would copy this process's threads and at-fork hooks into each worker: after an in-process
+    Prefect flow, forked workers exit with code 1 when the epoch ends. The store travels to the workers as
+    its path (ClipStore pickles so), not as copies of its arrays. The server imports the dataset's modules
+    (torch among them) once, so a new epoch's workers start in ~0.1 s; like any non-fork start method, a
+    script that trains with workers needs the ``if __name__ == "__main__":`` guard.
+    """
+    if cfg.num_workers == 0:
+        return DataLoader(dataset, batch_size=cfg.batch_size, **kwargs)
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([ClipDataset.__module__])  # no effect once the server runs
+    return DataLoader(dataset, batch_size=cfg.batch_size, num_workers=cfg.num_workers,
+                      multiprocessing_context=context, **kwargs)  # fmt: skip
+
+
 def _train_epoch(net: torch.nn.Module, fit: _Fitting, train_set: ClipDataset, cfg: TrainConfig, fold: int,
                  epoch: int, device: torch.device) -> tuple[list[float], float]:  # fmt: skip
     """One epoch over ``train_set`` in its seeded order; the batch losses and the last learning rate."""
     train_set.set_epoch(epoch)
     order = np.random.default_rng([cfg.seed, fold, epoch]).permutation(len(train_set))
-    loader = DataLoader(train_set, batch_size=cfg.batch_size, sampler=dist.shard(order).tolist(),
-                        num_workers=cfg.num_workers)  # fmt: skip
+    loader = _loader(train_set, cfg, sampler=dist.shard(order).tolist())
     net.train()
     losses = []
     n_batches = len(loader)
@@ -312,9 +329,7 @@ def train_fold(
     state, resumed_from = _resume(work_dir / "last.pt", fit, cfg, fold)
 
     train_set = ClipDataset(store, train_idx, cfg.radius, cfg.augment, seed=cfg.seed)
-    val_loader = DataLoader(
-        ClipDataset(store, val_idx, cfg.radius), batch_size=cfg.batch_size, num_workers=cfg.num_workers
-    )
+    val_loader = _loader(ClipDataset(store, val_idx, cfg.radius), cfg)
     net = dist.wrap(fit.model, device)
     main_process = dist.is_main()
     bar = tqdm(total=cfg.max_epochs, initial=int(state["epoch"]), desc=f"fold {fold} {cfg.model}",
