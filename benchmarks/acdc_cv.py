@@ -179,12 +179,13 @@ def fold_table(rows: list[tuple[str, str, dict[int, dict[tuple[str, str], list[d
     """Markdown: mean Dice / HD / ASSD / RV ES Dice of each fold alone, then the mean and std over folds."""
     import numpy as np
 
+    folds = sorted({fold for _, _, by_fold in rows for fold in by_fold})  # the split's n_folds, as evaluated
     lines = [f"Per fold, TTA {tta}, {variant}: mean Dice / mean HD (mm) / mean ASSD (mm) / RV ES Dice",
-             "", "| run | model | " + " | ".join(f"fold {f}" for f in range(5)) + " | mean ± std over folds |",
-             "|---|---|" + "---|" * 6]  # fmt: skip
+             "", "| run | model | " + " | ".join(f"fold {f}" for f in folds) + " | mean ± std over folds |",
+             "|---|---|" + "---|" * (len(folds) + 1)]  # fmt: skip
     for tag, model, by_fold in rows:
         cells, values = [], []
-        for fold in range(5):
+        for fold in folds:
             cases = by_fold.get(fold, {}).get((tta, variant))
             if not cases:
                 cells.append("")
