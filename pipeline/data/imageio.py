@@ -6,8 +6,8 @@ The transpose, the spacing reversal, the size, finiteness and voxel-size checks 
 here only; the ACDC layout (:mod:`pipeline.data.acdc`) reads files through :func:`load_nifti` and the
 serving codec decodes request bytes through :func:`nifti_from_bytes`.
 
-Readers are registered by format in :data:`READERS` (``read(path) -> Image``), so a second reader (a
-DICOM series) plugs in beside NIfTI and :func:`read_image` picks one by the input's kind.
+Readers are registered by format in :data:`READERS` (``read(path) -> Image``): NIfTI files here, DICOM
+series folders in :mod:`pipeline.data.dicom`; :func:`read_image` picks one by the input's kind.
 """
 
 from __future__ import annotations
@@ -218,9 +218,22 @@ def _is_nifti(path: Path) -> bool:
     return path.is_file() and path.name.endswith(NIFTI_SUFFIXES)
 
 
-#: format name -> (recognises the input, reads it as a cine). A DICOM series reader registers here too.
+def _is_dicom_dir(path: Path) -> bool:
+    from pipeline.data.dicom import is_dicom_dir  # pydicom and the DICOM code load only when needed
+
+    return is_dicom_dir(path)
+
+
+def _read_dicom(path: Path) -> Image:
+    from pipeline.data.dicom import read_dicom_cine
+
+    return read_dicom_cine(path)
+
+
+#: format name -> (recognises the input, reads it as a cine).
 READERS: dict[str, tuple[Callable[[Path], bool], Callable[[Path], Image]]] = {
     "nifti": (_is_nifti, read_nifti_cine),
+    "dicom": (_is_dicom_dir, _read_dicom),
 }
 
 
@@ -232,4 +245,8 @@ def read_image(path: Path | str) -> Image:
             return read(path)
     if not path.exists():
         raise DataError(path, "input is missing")
-    raise DataError(path, f"not a known image kind (readers: {', '.join(READERS)}; NIfTI is .nii or .nii.gz)")
+    raise DataError(
+        path,
+        f"not a known image kind (readers: {', '.join(READERS)}; NIfTI is .nii or .nii.gz, "
+        "DICOM a folder of a series' files)",
+    )

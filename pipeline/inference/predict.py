@@ -30,6 +30,17 @@ from pipeline.preprocessing.patient import PreprocessConfig
 SHARED_PREPROCESS = ("size", "percentiles", "geometry", "spacing_mm")
 
 
+def resolve_device(device: str = "auto") -> str:
+    """``"auto"`` -> ``"cuda"`` when a GPU is visible, else ``"cpu"``; other values pass through checked."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise ValueError(f"device must be auto, cpu or cuda[:N], got {device!r}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but no CUDA GPU is visible")
+    return device
+
+
 def checkpoint_preprocess(ckpt: dict[str, Any], name: str) -> PreprocessConfig:
     """The preprocessing a checkpoint records (``ckpt["preprocess"]``), typed; ``name`` labels errors.
 

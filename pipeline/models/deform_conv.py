@@ -12,7 +12,7 @@ Layout follows ``torchvision.ops.deform_conv2d`` exactly, so weights and offsets
 Why two paths: torchvision's CPU kernel was 22x slower than a plain convolution here, while sampling the
 kh*kw taps with ``grid_sample`` and mixing them with one matrix product gave the same numbers (to ~1e-4
 relative) several times faster. On CUDA torchvision's kernel is the fast one; it runs in fp32 whatever
-autocast says, so inputs are cast up explicitly.
+autocast says, so inputs are cast up explicitly. torchvision is imported only on that path.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-import torchvision.ops
 from torch import Tensor, nn
 
 from pipeline.models.base import ModelConfigError, check_int
@@ -186,6 +185,9 @@ def deform_conv2d(
     groups, ho, wo = _check_shapes(x, offset, weight, mask, stride_, padding_, dilation_)
     use_torchvision = backend == "torchvision" or (backend == "auto" and x.is_cuda)
     if use_torchvision:
+        # Imported here: torchvision's package import costs ~2 s of a CPU predict that never needs it.
+        import torchvision.ops
+
         # torchvision's kernel has no reduced-precision path: run it in fp32 explicitly.
         with torch.autocast(device_type=x.device.type, enabled=False):
             return torchvision.ops.deform_conv2d(

@@ -1,13 +1,20 @@
-"""Request bytes: gzip (capped, so a small gzip bomb cannot exhaust memory) around NIfTI, in memory only.
+"""Request bytes: gzip (capped, so a small gzip bomb cannot exhaust memory) around NIfTI, and a zip of
+one DICOM series, in memory only.
 
-The NIfTI <-> memory-convention conversion itself and its checks are :mod:`pipeline.data.imageio`'s;
-this module only handles the bytes around it. Every failure is a :class:`RequestError` with one readable
+The NIfTI <-> memory-convention conversion itself and its checks are :mod:`pipeline.data.imageio`'s and
+the DICOM series reading :mod:`pipeline.data.dicom`'s; this module only handles the bytes around them.
+A zip's limits (size, member count, names, compression ratio) are checked from its central directory
+before a member is decompressed, and every member is then read with a cap, since a header may lie. Every failure is a :class:`RequestError` with one readable
 sentence; nothing here touches the filesystem.
 """
 
 from __future__ import annotations
 
+import io
+import stat
+import zipfile
 import zlib
+from pathlib import PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -16,9 +23,20 @@ from pipeline.data import imageio
 from pipeline.data.imageio import DEFAULT_MAX_IMAGE_BYTES
 from pipeline.errors import RequestError
 
-__all__ = ["RequestError", "decode_nifti", "encode_cine", "encode_labels", "gunzip_capped"]
+__all__ = [
+    "RequestError",
+    "decode_dicom_zip",
+    "decode_nifti",
+    "encode_cine",
+    "encode_labels",
+    "gunzip_capped",
+]
 
 GZIP_MAGIC = b"\x1f\x8b"
+#: A member whose declared size is more than this many times its compressed size is a zip bomb (DICOM
+#: images compress 2-10x; a bomb, thousands of times).
+MAX_ZIP_RATIO = 200
+DEFAULT_MAX_ZIP_MEMBERS = 10_000
 
 
 def gunzip_capped(data: bytes, max_bytes: int) -> bytes:
@@ -68,6 +86,91 @@ def decode_nifti(
     elif len(data) > max_image_bytes:
         raise RequestError(f"image is larger than the limit of {max_image_bytes} bytes")
     image = imageio.nifti_from_bytes(data, max_image_bytes)
+    return image.array, image.spacing, image.affine
+
+
+def _unsafe_member_name(name: str) -> str | None:
+    """Why a member name may not be used (zip-slip: absolute, drive or ``..``), or None."""
+    path = PurePosixPath(name.replace("\\", "/"))
+    if path.is_absolute() or (path.parts and ":" in path.parts[0]):
+        return "an absolute path"
+    if ".." in path.parts:
+        return "a '..' component (zip-slip)"
+    return None
+
+
+def zip_members(
+    data: bytes, *, max_members: int = DEFAULT_MAX_ZIP_MEMBERS, max_bytes: int = DEFAULT_MAX_IMAGE_BYTES
+) -> list[tuple[str, bytes]]:
+    """The regular files of a zip archive as ``(name, bytes)``, refusing unsafe or oversized archives.
+
+    Raises:
+        RequestError: not a zip; more than ``max_members`` entries; a member name that is absolute or has
+            ``..`` (zip-slip); a link, an encrypted member; members declaring (or, read, holding) more than
+            ``max_bytes`` together, or compressed over :data:`MAX_ZIP_RATIO` times (a zip bomb).
+    """
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except (zipfile.BadZipFile, ValueError, OSError) as exc:
+        raise RequestError(f"not a zip archive ({exc})") from None
+    infos = archive.infolist()
+    if len(infos) > max_members:
+        raise RequestError(f"zip holds {len(infos)} members, more than the limit of {max_members}")
+    declared = 0
+    for info in infos:
+        why = _unsafe_member_name(info.filename)
+        if why:
+            raise RequestError(f"zip member {info.filename!r} has {why}")
+        if stat.S_ISLNK(info.external_attr >> 16):
+            raise RequestError(f"zip member {info.filename!r} is a symbolic link")
+        if info.flag_bits & 0x1:
+            raise RequestError(f"zip member {info.filename!r} is encrypted")
+        if info.file_size > MAX_ZIP_RATIO * max(info.compress_size, 1) and info.file_size > 1024 * 1024:
+            raise RequestError(f"zip member {info.filename!r} expands {info.file_size} bytes from "
+                               f"{info.compress_size} (a zip bomb?)")  # fmt: skip
+        declared += info.file_size
+    if declared > max_bytes:
+        raise RequestError(f"zip members declare {declared} bytes, more than the limit of {max_bytes}")
+    members, total = [], 0
+    for info in infos:
+        if info.is_dir():
+            continue
+        try:
+            with archive.open(info) as fh:
+                content = fh.read(max_bytes - total + 1)
+        except (zipfile.BadZipFile, NotImplementedError, RuntimeError, OSError, zlib.error) as exc:
+            raise RequestError(f"zip member {info.filename!r} cannot be read ({exc})") from None
+        total += len(content)
+        if total > max_bytes:
+            raise RequestError(f"zip members hold more than the limit of {max_bytes} bytes")
+        members.append((info.filename, content))
+    return members
+
+
+def decode_dicom_zip(
+    data: bytes, *, max_members: int = DEFAULT_MAX_ZIP_MEMBERS, max_bytes: int = DEFAULT_MAX_IMAGE_BYTES
+) -> tuple[np.ndarray, tuple[float, float, float], np.ndarray]:
+    """The cine of a zip of one DICOM series (or of one study), like :func:`decode_nifti`'s result.
+
+    Hidden members, ``DICOMDIR`` and folders are skipped; the series is read by
+    :func:`pipeline.data.dicom.read_series` (the cine series of a study is picked).
+
+    Raises:
+        RequestError: an unsafe or oversized zip (see :func:`zip_members`), or no readable cine in it
+            (the message names the member and the problem).
+    """
+    from pipeline.data.dicom import IGNORED_NAMES, read_series
+    from pipeline.errors import DataError
+
+    members = [
+        (name, content) for name, content in zip_members(data, max_members=max_members, max_bytes=max_bytes)
+        if not PurePosixPath(name).name.startswith(".") and PurePosixPath(name).name.upper() not in IGNORED_NAMES
+        and "__MACOSX" not in PurePosixPath(name).parts
+    ]  # fmt: skip
+    try:
+        image = read_series(members, "zip").image
+    except DataError as exc:
+        raise RequestError(f"DICOM {exc}") from None
     return image.array, image.spacing, image.affine
 
 

@@ -19,7 +19,7 @@ from mlflow.models.model import ModelInfo
 from mlflow.types import ColSpec, Schema
 
 from pipeline.evaluation.clinical import CLINICAL_KEYS
-from pipeline.serving.pyfunc_model import CURVE_COLUMNS, INPUT_COLUMN
+from pipeline.serving.schema import CURVE_COLUMNS, DICOM_ZIP_COLUMN, INPUT_COLUMN, MAX_ZIP_MEMBERS
 from pipeline.training.checkpoint import load_checkpoint
 
 log = logging.getLogger(__name__)
@@ -27,10 +27,13 @@ log = logging.getLogger(__name__)
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 MODEL_CODE = Path(__file__).resolve().with_name("model_code.py")
 #: What the serving environment needs beyond the Python standard library (mlflow adds itself).
-PIP_REQUIREMENTS = ["torch", "torchvision", "numpy", "scipy", "pandas", "nibabel", "matplotlib"]
+PIP_REQUIREMENTS = ["torch", "torchvision", "numpy", "scipy", "pandas", "nibabel", "pydicom", "matplotlib"]
 
 SIGNATURE = ModelSignature(
-    inputs=Schema([ColSpec("string", INPUT_COLUMN)]),
+    # Each request row fills one of the two: a NIfTI, or a zip of one DICOM series.
+    inputs=Schema(
+        [ColSpec("string", INPUT_COLUMN, required=False), ColSpec("string", DICOM_ZIP_COLUMN, required=False)]
+    ),
     outputs=Schema(
         [
             ColSpec("string", "labels_nifti"),
@@ -48,6 +51,7 @@ def log_pyfunc_model(
     checkpoint_path: Path | Sequence[Path],
     *,
     max_request_bytes: int,
+    max_zip_members: int = MAX_ZIP_MEMBERS,
     artifact_name: str = "model",
     device: str = "auto",
     batch_size: int = 16,
@@ -61,6 +65,7 @@ def log_pyfunc_model(
             every fold travels in the model as ``checkpoint_00``, ``checkpoint_01``, ...). Each records
             its preprocessing; an ensemble must share it (and r and the classes).
         max_request_bytes: largest image a request may carry (bytes, before gunzip); larger ones get 400.
+        max_zip_members: most members a ``dicom_zip`` request may hold; more get 400.
         artifact_name: the logged model's name.
         device: default device of the served model (``auto`` picks CUDA when visible).
         batch_size: clips per forward pass when serving.
@@ -94,6 +99,7 @@ def log_pyfunc_model(
     Segmenter.from_checkpoint(ckpts, names=[str(p) for p in paths])  # refuses a mismatched ensemble
     config: dict[str, Any] = {
         "max_request_bytes": max_request_bytes,
+        "max_zip_members": int(max_zip_members),
         "device": device,
         "batch_size": batch_size,
         "tta": tta,

@@ -1,43 +1,60 @@
-"""``predict``: segment one NIfTI cine on this machine and write labels, volume curves and indices.
+"""``predict``: segment cines on this machine and write labels, volume curves and indices.
 
-    python -m pipeline.serving.predict_cli --model best.pt --input cine.nii.gz --out results/
-    deunet predict --model data/train/models/fold*.pt --input cine.nii.gz --out results/   # fold ensemble
+    deunet predict --model best.pt --input cine.nii.gz --out results/            # one NIfTI cine
+    deunet predict --model best.pt --input scans/dicom/study01 --out results/    # one DICOM series or study
+    deunet predict --model data/train/models/fold*.pt --input FOLDER --out results/   # many cases
+
+``--input`` is a 4D (or 3D) NIfTI file, a folder of one DICOM cine series (or of one study: the cine
+series is picked, ``--series`` chooses among several), or a folder of cases: an ACDC-layout tree
+(``patient*/patient*_4d.nii.gz``), a folder of NIfTI cines, or a folder of DICOM series/study folders.
 
 ``--model`` is one or more checkpoint files (``.pt``; several are a fold ensemble whose probabilities are
 averaged) or an MLflow model URI (``models:/name@champion``, ``runs:/...``; the logged model brings its
 own folds, TTA and post-processing). ``--tta`` and ``--postprocess`` apply to checkpoints; they are the
-options of :class:`pipeline.inference.predict.Segmenter`, the code evaluate scores. Writes, for ``<stem>``
-the input name without ``.nii[.gz]``:
+options of :class:`pipeline.inference.predict.Segmenter`, the code evaluate scores. The model is loaded
+once for all cases. Writes, for each case ``<name>`` (the file name without ``.nii[.gz]``, the DICOM
+folder's name, or the ACDC patient id):
 
-    <stem>_labels.nii.gz   labels (X, Y, Z, T) uint8, 0 bg, 1 RV, 2 MYO, 3 LV, with the input's affine
-    <stem>_volumes.csv     frame (0-based), LV_ml, RV_ml, MYO_ml
-    <stem>_volumes.png     LV and RV volume curves with ED and ES marked
-    <stem>_indices.json    ED/ES frames, LV/RV EDV, ESV (ml), EF (%), MYO_mass (g), status (NaN -> null)
+    <name>_labels.nii.gz   labels (X, Y, Z, T) uint8, 0 bg, 1 RV, 2 MYO, 3 LV, with the input's affine
+    <name>_volumes.csv     frame (0-based), LV_ml, RV_ml, MYO_ml
+    <name>_volumes.png     LV and RV volume curves with ED and ES marked
+    <name>_indices.json    ED/ES frames, LV/RV EDV, ESV (ml), EF (%), MYO_mass (g), status (NaN -> null)
 
-Exit status: 0 done, 1 bad input or model (one line naming the file), 2 bad usage.
+into ``--out`` for one case, and into ``--out/<name>/`` for a folder of cases, plus ``--out/summary.csv``
+(one row per case: its indices, or ``failed`` and the reason). A bad case is reported and skipped while
+the others go on; nothing is written for it.
+
+Exit status: 0 all done, 1 a case (or the model) failed (one line naming the file each), 2 bad usage.
+Only what the chosen path needs is imported: mlflow and pandas for an MLflow URI, pydicom for DICOM.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import csv
+import io
 import json
 import logging
 import math
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from pipeline.atomic import atomic_write_bytes
+from pipeline.atomic import atomic_write_bytes, atomic_write_text
+from pipeline.data import imageio
 from pipeline.errors import DataError, PipelineError
 from pipeline.evaluation.clinical import CLINICAL_KEYS, CLINICAL_UNITS
 from pipeline.inference.postprocess import POSTPROCESS_MODES
 from pipeline.inference.tta import TTA_MODES
-from pipeline.serving.codec import RequestError, decode_nifti, encode_labels
-from pipeline.serving.pyfunc_model import CURVE_COLUMNS, DECOMPRESSION_FACTOR, resolve_device
+from pipeline.serving.codec import RequestError, decode_nifti, encode_cine, encode_labels
 from pipeline.serving.readout import Readout, readout
+from pipeline.serving.schema import CURVE_COLUMNS, DECOMPRESSION_FACTOR
 from pipeline.vocabulary import CURVE_ORDER
 
 log = logging.getLogger(__name__)
@@ -47,15 +64,16 @@ MAX_INPUT_BYTES = 2 * 1024**3
 #: Defaults for checkpoint files: the levers measured best on acdc-roi (docs/benchmarks.md).
 DEFAULT_TTA = "flips"
 DEFAULT_POSTPROCESS = "lcc_fill"
+SUMMARY_COLUMNS = ("case", "input", "status", "ed_frame", "es_frame", *CLINICAL_KEYS, "seconds", "error")
 
 
 def input_stem(path: Path) -> str:
-    """``cine.nii.gz`` -> ``cine``."""
+    """``cine.nii.gz`` -> ``cine``; a folder keeps its name."""
     name = path.name
-    for suffix in (".nii.gz", ".nii"):
+    for suffix in imageio.NIFTI_SUFFIXES:
         if name.endswith(suffix):
             return name[: -len(suffix)]
-    return path.stem
+    return name if path.is_dir() else path.stem
 
 
 def is_checkpoint(model: str) -> bool:
@@ -77,47 +95,167 @@ def checkpoint_paths(models: Sequence[str]) -> list[Path] | None:
     return [Path(m) for m in models]
 
 
-def predict_with_checkpoint(paths: Path | Sequence[Path], cine: np.ndarray, device: str,
-                            spacing: Sequence[float] | None = None, tta: str = DEFAULT_TTA,
-                            postprocess: str = DEFAULT_POSTPROCESS) -> np.ndarray:  # fmt: skip
-    """Labels ``(T, Z, Y, X)`` uint8 of ``cine`` ``(T, Z, Y, X)`` from checkpoint files (an ensemble)."""
-    from pipeline.inference.predict import Segmenter
+# ---------------------------------------------------------------- cases
 
-    paths = [Path(paths)] if isinstance(paths, str | Path) else [Path(p) for p in paths]
+
+@dataclass(frozen=True)
+class Case:
+    """One cine to segment: ``name`` of its outputs, ``path`` a NIfTI file or a DICOM folder."""
+
+    name: str
+    path: Path
+
+
+def _acdc_cine(folder: Path) -> Path | None:
+    cine = folder / f"{folder.name}_4d.nii.gz"
+    return cine if cine.is_file() else None
+
+
+def _holds_dicom(folder: Path) -> bool:
+    from pipeline.data.dicom import has_dicm_preamble, series_files
+
+    return any(has_dicm_preamble(p) for p in series_files(folder))
+
+
+def _one_study(folders: Sequence[Path]) -> bool:
+    """Series sub-folders of one study (same StudyInstanceUID), rather than one case each."""
+    import pydicom
+
+    from pipeline.data.dicom import has_dicm_preamble, series_files
+
+    studies = set()
+    for folder in folders:
+        first = next(p for p in series_files(folder) if has_dicm_preamble(p))
+        studies.add(str(pydicom.dcmread(first, stop_before_pixels=True).get("StudyInstanceUID", "")))
+    return len(folders) > 1 and len(studies) == 1 and "" not in studies
+
+
+def discover_cases(path: Path) -> tuple[list[Case], bool]:
+    """The cases of ``--input`` and whether it is a folder of cases (outputs in one folder per case).
+
+    Raises:
+        DataError: the input is missing or holds nothing this CLI can read.
+    """
+    if path.is_file() or not path.exists():
+        return [Case(input_stem(path), path)], False
+    if imageio.READERS["dicom"][0](path):
+        return [Case(path.name, path)], False
+    acdc = _acdc_cine(path)
+    if acdc is not None:  # one ACDC patient folder
+        return [Case(path.name, acdc)], False
+    cases = [
+        Case(p.name, c) for p in sorted(path.iterdir()) if p.is_dir() and (c := _acdc_cine(p)) is not None
+    ]
+    if not cases:
+        files = sorted(p for p in path.iterdir() if p.is_file() and p.name.endswith(imageio.NIFTI_SUFFIXES))
+        cases = [Case(input_stem(p), p) for p in files]
+    if not cases:
+        folders = [p for p in sorted(path.iterdir()) if p.is_dir() and not p.name.startswith(".")]
+        dicom = [p for p in folders if _holds_dicom(p)]
+        if dicom and _one_study(dicom):
+            return [Case(path.name, path)], False
+        cases = [Case(p.name, p) for p in dicom]
+    if not cases:
+        raise DataError(path, "holds no cine: expected NIfTI files, patient*/patient*_4d.nii.gz folders or "
+                              "DICOM series folders")  # fmt: skip
+    return cases, True
+
+
+# ---------------------------------------------------------------- the model, loaded once
+
+
+@dataclass
+class Predictor:
+    """Checkpoint files (a :class:`~pipeline.inference.predict.Segmenter`) or one MLflow pyfunc model."""
+
+    models: Sequence[str]
+    device: str = "auto"
+    tta: str = DEFAULT_TTA
+    postprocess: str = DEFAULT_POSTPROCESS
+    _segment: Callable[[imageio.Image, bytes | None], tuple[bytes, Readout]] | None = field(
+        default=None, repr=False
+    )
+
+    def load(self) -> Predictor:
+        paths = checkpoint_paths(self.models)
+        self._segment = self._checkpoints(paths) if paths is not None else self._mlflow(self.models[0])
+        return self
+
+    def _checkpoints(
+        self, paths: list[Path]
+    ) -> Callable[[imageio.Image, bytes | None], tuple[bytes, Readout]]:
+        from pipeline.inference.predict import Segmenter, resolve_device
+
+        try:
+            segmenter = Segmenter.from_files(
+                paths, device=resolve_device(self.device), tta=self.tta, postprocess=self.postprocess
+            )
+        except ValueError as exc:
+            raise DataError(paths[0], str(exc)) from None
+
+        def segment(image: imageio.Image, _: bytes | None) -> tuple[bytes, Readout]:
+            labels = segmenter.predict(image.array, spacing=image.spacing)
+            return encode_labels(labels, image.affine), readout(labels, image.spacing)
+
+        return segment
+
+    def _mlflow(self, uri: str) -> Callable[[imageio.Image, bytes | None], tuple[bytes, Readout]]:
+        """The logged pyfunc (the same code path as the server), fed NIfTI bytes: the file's own bytes
+        for a NIfTI input, the cine re-encoded for a DICOM one."""
+        import mlflow
+        import pandas as pd
+        from mlflow.exceptions import MlflowException
+
+        try:
+            model = mlflow.pyfunc.load_model(uri, model_config={"device": self.device})
+        except MlflowException as exc:
+            raise DataError(uri, f"cannot load the model ({exc.message})") from None
+
+        def segment(image: imageio.Image, data: bytes | None) -> tuple[bytes, Readout]:
+            data = data if data is not None else encode_cine(image.array, image.affine)
+            try:
+                frame = model.predict(pd.DataFrame({"nifti": [base64.b64encode(data).decode("ascii")]}))
+            except MlflowException as exc:
+                raise RequestError(f"model {uri} refused it: {exc.message}") from None
+            row = frame.iloc[0]
+            curves = {k: np.asarray(json.loads(row[c]), dtype=np.float64) for k, c in CURVE_COLUMNS.items()}
+            result = Readout(curves, int(row["ed_frame"]), int(row["es_frame"]),
+                             {k: float(row[k]) for k in CLINICAL_KEYS}, str(row["status"]))  # fmt: skip
+            return base64.b64decode(row["labels_nifti"]), result
+
+        return segment
+
+    def __call__(self, image: imageio.Image, data: bytes | None = None) -> tuple[bytes, Readout]:
+        assert self._segment is not None, "call load() first"
+        return self._segment(image, data)
+
+
+def read_case(case: Case, series: str | None = None) -> tuple[imageio.Image, bytes | None]:
+    """The cine of ``case`` and, for a NIfTI file, its bytes (what an MLflow model is sent)."""
+    path = case.path
+    if path.is_dir():
+        from pipeline.data.dicom import read_dicom_dir
+
+        return read_dicom_dir(path, series).image, None
+    if not path.is_file():
+        raise DataError(path, "input file is missing")
+    if path.stat().st_size > MAX_INPUT_BYTES:
+        raise DataError(path, f"input is larger than {MAX_INPUT_BYTES} bytes")
+    data = path.read_bytes()
     try:
-        segmenter = Segmenter.from_files(
-            paths, device=resolve_device(device), tta=tta, postprocess=postprocess
-        )
-    except ValueError as exc:
-        raise DataError(paths[0], str(exc)) from None
-    return segmenter.predict(cine, spacing=spacing)
+        cine, spacing, affine = decode_nifti(data, max_image_bytes=MAX_INPUT_BYTES * DECOMPRESSION_FACTOR)
+    except RequestError as exc:
+        raise DataError(path, str(exc)) from None
+    return imageio.Image(cine, spacing, affine), data
 
 
-def predict_with_mlflow(uri: str, data: bytes, device: str) -> tuple[bytes, Readout]:
-    """Label NIfTI bytes and read-out from a logged pyfunc model (the same code path as the server)."""
-    import mlflow
-    import pandas as pd
-    from mlflow.exceptions import MlflowException
-
-    try:
-        model = mlflow.pyfunc.load_model(uri, model_config={"device": device})
-        frame = model.predict(pd.DataFrame({"nifti": [base64.b64encode(data).decode("ascii")]}))
-    except MlflowException as exc:
-        raise RequestError(exc.message) from None
-    row = frame.iloc[0]
-    curves = {name: np.asarray(json.loads(row[col]), dtype=np.float64) for name, col in CURVE_COLUMNS.items()}
-    result = Readout(
-        curves, int(row["ed_frame"]), int(row["es_frame"]), {k: float(row[k]) for k in CLINICAL_KEYS},
-        str(row["status"]),
-    )  # fmt: skip
-    return base64.b64decode(row["labels_nifti"]), result
+# ---------------------------------------------------------------- outputs
 
 
 def write_outputs(
     out: Path, stem: str, labels_nifti: bytes, result: Readout, title: str = ""
 ) -> dict[str, Path]:
     """Write the four result files of one cine into ``out``; returns them by kind."""
-    from pipeline.atomic import atomic_write_text
     from pipeline.evaluation.figures import volume_curve_figure
 
     out.mkdir(parents=True, exist_ok=True)
@@ -134,11 +272,15 @@ def write_outputs(
     atomic_write_text(files["volumes"], "\n".join(lines) + "\n")
     markers = {"ED": result.ed_frame, "ES": result.es_frame} if result.status == "ok" else None
     volume_curve_figure(result.curves, None, markers, files["plot"], title=title)
-    indices = {k: (None if math.isnan(v) else round(v, 6)) for k, v in result.indices.items()}
-    payload = {"ed_frame": result.ed_frame, "es_frame": result.es_frame, "status": result.status,
-               "units": CLINICAL_UNITS, **indices}  # fmt: skip
-    atomic_write_text(files["indices"], json.dumps(payload, indent=2) + "\n")
+    atomic_write_text(files["indices"], json.dumps(indices_payload(result), indent=2) + "\n")
     return files
+
+
+def indices_payload(result: Readout) -> dict[str, Any]:
+    """The ``<name>_indices.json`` content: ED/ES, status, units and the indices (NaN -> null)."""
+    indices = {k: (None if math.isnan(v) else round(v, 6)) for k, v in result.indices.items()}
+    return {"ed_frame": result.ed_frame, "es_frame": result.es_frame, "status": result.status,
+            "units": CLINICAL_UNITS, **indices}  # fmt: skip
 
 
 def summary(path: Path, n_frames: int, result: Readout, out: Path) -> str:
@@ -155,49 +297,127 @@ def summary(path: Path, n_frames: int, result: Readout, out: Path) -> str:
     )
 
 
+def summary_row(case: Case, seconds: float, result: Readout | None = None, error: str = "") -> dict[str, Any]:
+    """One row of ``summary.csv``."""
+    row: dict[str, Any] = dict.fromkeys(SUMMARY_COLUMNS, "")
+    row.update(case=case.name, input=str(case.path), seconds=f"{seconds:.2f}", error=error)
+    if result is None:
+        row["status"] = "failed"
+        return row
+    payload = indices_payload(result)
+    row.update(
+        {
+            k: ("" if payload[k] is None else payload[k])
+            for k in ("status", "ed_frame", "es_frame", *CLINICAL_KEYS)
+        }
+    )
+    return row
+
+
+def write_summary(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=SUMMARY_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buffer.getvalue())
+
+
+# ---------------------------------------------------------------- main
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="predict", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, nargs="+",
                         help="checkpoint .pt file(s) (several: a fold ensemble) or one MLflow model URI")  # fmt: skip
-    parser.add_argument("--input", required=True, type=Path, help="4D (or 3D) NIfTI cine, .nii or .nii.gz")
+    parser.add_argument("--input", required=True, type=Path,
+                        help="NIfTI cine, DICOM series/study folder, or a folder of cases")  # fmt: skip
     parser.add_argument("--out", required=True, type=Path, help="output folder")
+    parser.add_argument("--series", default=None,
+                        help="DICOM: the SeriesInstanceUID or SeriesNumber of the cine, when a study has several")  # fmt: skip
     parser.add_argument("--device", default="auto", help="auto (CUDA when visible), cpu or cuda[:N]")
     parser.add_argument("--tta", default=DEFAULT_TTA, choices=TTA_MODES,
                         help=f"test-time augmentation for checkpoints (default {DEFAULT_TTA})")  # fmt: skip
     parser.add_argument("--postprocess", default=DEFAULT_POSTPROCESS, choices=POSTPROCESS_MODES,
                         help=f"post-processing for checkpoints (default {DEFAULT_POSTPROCESS})")  # fmt: skip
+    parser.add_argument("--timing", action="store_true",
+                        help="print the seconds spent loading the model, reading, segmenting and writing")  # fmt: skip
     return parser
+
+
+class _Clock:
+    """Seconds per phase, for ``--timing``."""
+
+    def __init__(self) -> None:
+        self.phases: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, phase: str) -> float:
+        now = time.perf_counter()
+        spent = now - self._last
+        self.phases[phase] = self.phases.get(phase, 0.0) + spent
+        self._last = now
+        return spent
+
+
+def _run_one(
+    predictor: Predictor, case: Case, out: Path, series: str | None, clock: _Clock
+) -> tuple[Readout, int]:
+    image, data = read_case(case, series)
+    clock.lap("read")
+    labels_nifti, result = predictor(image, data)
+    clock.lap("segment")
+    write_outputs(out, case.name, labels_nifti, result, title=case.path.name)
+    clock.lap("write")
+    return result, image.array.shape[0]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    path: Path = args.input
+    clock = _Clock()
     try:
-        if not path.is_file():
-            raise DataError(path, "input file is missing")
-        if path.stat().st_size > MAX_INPUT_BYTES:
-            raise DataError(path, f"input is larger than {MAX_INPUT_BYTES} bytes")
-        data = path.read_bytes()
-        try:
-            cine, spacing, affine = decode_nifti(data, max_image_bytes=MAX_INPUT_BYTES * DECOMPRESSION_FACTOR)
-        except RequestError as exc:
-            raise DataError(path, str(exc)) from None
-        paths = checkpoint_paths(args.model)
-        if paths is not None:
-            labels = predict_with_checkpoint(paths, cine, args.device, spacing, args.tta, args.postprocess)
-            labels_nifti, result = encode_labels(labels, affine), readout(labels, spacing)
-        else:
-            try:
-                labels_nifti, result = predict_with_mlflow(args.model[0], data, args.device)
-            except RequestError as exc:
-                raise DataError(path, f"model {args.model} refused it: {exc}") from None
-        write_outputs(args.out, input_stem(path), labels_nifti, result, title=path.name)
+        cases, many = discover_cases(args.input)
+        predictor = Predictor(args.model, args.device, args.tta, args.postprocess).load()
+        clock.lap("load model")
     except (PipelineError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(summary(path, cine.shape[0], result, args.out))
-    return 0
+    if not many:
+        try:
+            result, n_frames = _run_one(predictor, cases[0], args.out, args.series, clock)
+        except (PipelineError, ValueError, OSError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        print(summary(cases[0].path, n_frames, result, args.out))
+        failed = 0
+    else:
+        failed = _run_many(predictor, cases, args.out, args.series, clock)
+    if args.timing:
+        print("timing: " + ", ".join(f"{k} {v:.2f} s" for k, v in clock.phases.items()), file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _run_many(
+    predictor: Predictor, cases: Sequence[Case], out: Path, series: str | None, clock: _Clock
+) -> int:
+    """Every case into ``out/<name>/``, a progress bar, and ``out/summary.csv``; returns the failures."""
+    from tqdm import tqdm
+
+    rows, failed = [], 0
+    with tqdm(cases, desc="predict", unit="case", file=sys.stderr, dynamic_ncols=True) as bar:
+        for case in bar:
+            bar.set_postfix_str(case.name)
+            start = time.perf_counter()
+            try:
+                result, _ = _run_one(predictor, case, out / case.name, series, clock)
+                rows.append(summary_row(case, time.perf_counter() - start, result))
+            except (PipelineError, ValueError, OSError) as exc:
+                failed += 1
+                bar.write(f"error: {exc}", file=sys.stderr)
+                rows.append(summary_row(case, time.perf_counter() - start, error=str(exc)))
+    write_summary(out / "summary.csv", rows)
+    print(f"{len(cases) - failed} of {len(cases)} case(s) done, {failed} failed -> {out / 'summary.csv'}")
+    return failed
 
 
 if __name__ == "__main__":

@@ -1,8 +1,15 @@
-"""The trained segmenter as an MLflow pyfunc: NIfTI (base64) in, label NIfTI and clinical read-out out.
+"""The trained segmenter as an MLflow pyfunc: NIfTI or zipped DICOM (base64) in, label NIfTI and clinical
+read-out out.
 
-Input: a DataFrame with a string column ``nifti``, one row per cine, each the base64 text (or raw bytes,
-for in-process callers) of a single-file NIfTI, gzip-compressed or not, 4D ``(X, Y, Z, T)`` or 3D (one
-frame). The model never reads a path: the column carries the image itself.
+Input: a DataFrame, one row per cine, with one of two string columns filled in each row, as base64 text
+(or raw bytes, for in-process callers):
+
+- ``nifti``: a single-file NIfTI, gzip-compressed or not, 4D ``(X, Y, Z, T)`` or 3D (one frame);
+- ``dicom_zip``: a zip of one DICOM cine series (or of one study, whose cine series is picked). The
+  zip's size, member count, member names (zip-slip) and compression ratios (zip bombs) are checked
+  before anything is decompressed, and nothing is extracted to disk.
+
+The model never reads a path: the column carries the image itself.
 
 Output, one row per input row (:data:`OUTPUT_COLUMNS`): ``labels_nifti`` (base64 of a gzip NIfTI
 ``(X, Y, Z, T)`` uint8 with the input's affine), ``lv_volume_ml`` / ``rv_volume_ml`` / ``myo_volume_ml``
@@ -19,6 +26,7 @@ import base64
 import binascii
 import json
 import logging
+import math
 from typing import Any
 
 import numpy as np
@@ -28,20 +36,21 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel, PythonModelContext
 
 from pipeline.evaluation.clinical import CLINICAL_KEYS
-from pipeline.serving.codec import RequestError, decode_nifti, encode_labels
+from pipeline.serving.codec import RequestError, decode_dicom_zip, decode_nifti, encode_labels
 from pipeline.serving.readout import Readout, readout
+from pipeline.serving.schema import (
+    CURVE_COLUMNS,
+    DECOMPRESSION_FACTOR,
+    DEFAULT_MAX_REQUEST_BYTES,
+    DICOM_ZIP_COLUMN,
+    INPUT_COLUMN,
+    MAX_ZIP_MEMBERS,
+    OUTPUT_COLUMNS,
+)
 
 log = logging.getLogger(__name__)
 
-INPUT_COLUMN = "nifti"
-CURVE_COLUMNS = {"LV": "lv_volume_ml", "RV": "rv_volume_ml", "MYO": "myo_volume_ml"}
-OUTPUT_COLUMNS = (
-    "labels_nifti", *CURVE_COLUMNS.values(), "ed_frame", "es_frame", *CLINICAL_KEYS, "status"
-)  # fmt: skip
-#: Default cap on one decoded request image (bytes, before gunzip) when model_config has none.
-DEFAULT_MAX_REQUEST_BYTES = 64 * 1024 * 1024
-#: The decompressed image may be this many times larger than the request limit.
-DECOMPRESSION_FACTOR = 16
+__all__ = ["CURVE_COLUMNS", "INPUT_COLUMN", "OUTPUT_COLUMNS", "CineSegmentationModel", "bad_request"]
 
 
 def bad_request(message: str) -> MlflowException:
@@ -49,21 +58,8 @@ def bad_request(message: str) -> MlflowException:
     return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
 
 
-def resolve_device(device: str = "auto") -> str:
-    """``"auto"`` -> ``"cuda"`` when a GPU is visible, else ``"cpu"``; other values pass through checked."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise ValueError(f"device must be auto, cpu or cuda[:N], got {device!r}")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but no CUDA GPU is visible")
-    return device
-
-
-def decode_payload(value: Any, max_request_bytes: int) -> bytes:
-    """The NIfTI bytes of one ``nifti`` cell (base64 text, or bytes), checked against the size limit."""
+def decode_payload(value: Any, max_request_bytes: int, column: str = INPUT_COLUMN) -> bytes:
+    """The bytes of one ``column`` cell (base64 text, or bytes), checked against the size limit."""
     if isinstance(value, bytes | bytearray):
         raw = bytes(value)
     elif isinstance(value, str):
@@ -73,12 +69,21 @@ def decode_payload(value: Any, max_request_bytes: int) -> bytes:
         try:
             raw = base64.b64decode("".join(value.split()), validate=True)
         except (binascii.Error, ValueError):
-            raise RequestError(f"column {INPUT_COLUMN!r} is not valid base64 text") from None
+            raise RequestError(f"column {column!r} is not valid base64 text") from None
     else:
-        raise RequestError(f"column {INPUT_COLUMN!r} must hold base64 text, got {type(value).__name__}")
+        raise RequestError(f"column {column!r} must hold base64 text, got {type(value).__name__}")
     if len(raw) > max_request_bytes:
         raise RequestError(f"image of {len(raw)} bytes is larger than the limit of {max_request_bytes} bytes")
     return raw
+
+
+#: The input columns; each row fills exactly one.
+INPUT_COLUMNS = (INPUT_COLUMN, DICOM_ZIP_COLUMN)
+
+
+def _empty(value: Any) -> bool:
+    """A missing cell: None, or pandas' NaN for a column another row filled."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def readout_row(labels: np.ndarray, affine: np.ndarray, result: Readout) -> dict[str, Any]:
@@ -97,16 +102,17 @@ class CineSegmentationModel(PythonModel):
 
     Artifacts: ``checkpoint_00``, ``checkpoint_01``, ... (pipeline checkpoints, read with
     ``weights_only=True``; several are a fold ensemble; an older model's single ``checkpoint`` works too).
-    model_config: ``max_request_bytes`` (int), ``device`` (``auto`` | ``cpu`` | ``cuda``),
+    model_config: ``max_request_bytes`` (int), ``max_zip_members`` (int), ``device`` (``auto`` | ``cpu`` | ``cuda``),
     ``batch_size`` (int), ``tta`` and ``postprocess`` (the Segmenter's options).
     """
 
     def load_context(self, context: PythonModelContext) -> None:
-        from pipeline.inference.predict import Segmenter
+        from pipeline.inference.predict import Segmenter, resolve_device
         from pipeline.training.checkpoint import load_checkpoint
 
         config = dict(context.model_config or {})
         self.max_request_bytes = int(config.get("max_request_bytes", DEFAULT_MAX_REQUEST_BYTES))
+        self.max_zip_members = int(config.get("max_zip_members", MAX_ZIP_MEMBERS))
         device = resolve_device(str(config.get("device", "auto")))
         names = sorted(k for k in context.artifacts if k.startswith("checkpoint"))
         ckpts = [load_checkpoint(context.artifacts[k]) for k in names]
@@ -122,16 +128,32 @@ class CineSegmentationModel(PythonModel):
         self, context: PythonModelContext, model_input: pd.DataFrame, params: dict[str, Any] | None = None
     ) -> pd.DataFrame:
         """Segment every row's cine; see the module docstring for the columns."""
-        if not isinstance(model_input, pd.DataFrame) or INPUT_COLUMN not in model_input.columns:
+        columns = [
+            c for c in INPUT_COLUMNS if isinstance(model_input, pd.DataFrame) and c in model_input.columns
+        ]
+        if not columns:
             got = list(model_input.columns) if isinstance(model_input, pd.DataFrame) else type(model_input)
-            raise bad_request(f"input must be a table with a column {INPUT_COLUMN!r}, got {got}")
+            raise bad_request(f"input must be a table with a column {' or '.join(map(repr, INPUT_COLUMNS))}, "
+                              f"got {got}")  # fmt: skip
         rows = []
-        for i, value in enumerate(model_input[INPUT_COLUMN].tolist()):
+        for i, values in enumerate(model_input[columns].itertuples(index=False, name=None)):
+            given = {c: v for c, v in zip(columns, values, strict=True) if not _empty(v)}
             try:
-                raw = decode_payload(value, self.max_request_bytes)
-                cine, spacing, affine = decode_nifti(
-                    raw, max_image_bytes=self.max_request_bytes * DECOMPRESSION_FACTOR
+                if len(given) != 1:
+                    raise RequestError(
+                        f"give exactly one of the columns {list(INPUT_COLUMNS)}, got {list(given)}"
+                    )
+                (column, value), limit = (
+                    next(iter(given.items())),
+                    self.max_request_bytes * DECOMPRESSION_FACTOR,
                 )
+                raw = decode_payload(value, self.max_request_bytes, column)
+                if column == DICOM_ZIP_COLUMN:
+                    cine, spacing, affine = decode_dicom_zip(
+                        raw, max_members=MAX_ZIP_MEMBERS, max_bytes=limit
+                    )
+                else:
+                    cine, spacing, affine = decode_nifti(raw, max_image_bytes=limit)
             except RequestError as exc:
                 raise bad_request(f"row {i}: {exc}") from None
             labels = self.segmenter.predict(cine, spacing=spacing)

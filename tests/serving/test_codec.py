@@ -8,7 +8,14 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from pipeline.serving.codec import RequestError, decode_nifti, encode_cine, encode_labels, gunzip_capped
+from pipeline.serving.codec import (
+    RequestError,
+    decode_dicom_zip,
+    decode_nifti,
+    encode_cine,
+    encode_labels,
+    gunzip_capped,
+)
 from tests.conftest import make_record
 
 
@@ -103,3 +110,74 @@ def test_header_declaring_huge_data_is_refused() -> None:
 def test_multi_member_gzip_is_one_stream() -> None:
     data = gzip.compress(b"abc") + gzip.compress(b"def")
     assert gunzip_capped(data, 100) == b"abcdef"
+
+
+# ---------------------------------------------------------------- zipped DICOM series
+
+
+def dicom_zip(tmp_path, record=None, extra: dict[str, bytes] | None = None) -> bytes:  # type: ignore[no-untyped-def]
+    """A zip of ``record`` (default: make_record()) written as a DICOM series, plus ``extra`` members."""
+    import io
+    import zipfile
+
+    from pipeline.data.dicom import write_series
+
+    record = record if record is not None else make_record()
+    files = write_series(record.cine, record.affine, tmp_path / "series")
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path in files:
+            zf.write(path, f"study/series/{path.name}")
+        for name, content in (extra or {}).items():
+            zf.writestr(name, content)
+    return buffer.getvalue()
+
+
+def test_dicom_zip_decodes_to_the_cine(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    record = make_record()
+    cine, spacing, affine = decode_dicom_zip(
+        dicom_zip(tmp_path, record, {"study/.DS_Store": b"x", "DICOMDIR": b"y"})
+    )
+    assert cine.shape == record.cine.shape and np.abs(cine - record.cine).max() < 0.5
+    assert spacing == pytest.approx(record.spacing)
+    np.testing.assert_allclose(affine, record.affine, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("extra", "limits", "match"),
+    [
+        (
+            {"../../etc/cron.d/x": b"evil"},
+            {},
+            r"'\.\./\.\./etc/cron\.d/x' has a '\.\.' component \(zip-slip\)",
+        ),
+        ({"/abs/path.dcm": b"x"}, {}, "has an absolute path"),
+        (
+            {"bomb.bin": b"\0" * 50_000_000},
+            {},
+            r"'bomb.bin' expands 50000000 bytes from \d+ \(a zip bomb\?\)",
+        ),
+        ({}, {"max_members": 5}, r"zip holds 18 members, more than the limit of 5"),
+        ({}, {"max_bytes": 10_000}, r"zip members declare \d+ bytes, more than the limit of 10000"),
+        ({"notes.txt": b"not dicom"}, {}, r"DICOM notes.txt: is not a DICOM file"),
+    ],
+)
+def test_unsafe_or_bad_dicom_zips_are_refused(tmp_path, extra, limits, match) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(RequestError, match=match):
+        decode_dicom_zip(dicom_zip(tmp_path, extra=extra), **limits)
+
+
+def test_not_a_zip_and_a_lying_header_are_refused() -> None:
+    import io
+    import zipfile
+
+    with pytest.raises(RequestError, match="not a zip archive"):
+        decode_dicom_zip(b"PK\x03\x04 but not really")
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("a.dcm", b"\0" * 100_000)
+    data = bytearray(buffer.getvalue())
+    central = data.rfind(b"PK\x01\x02")  # the central directory's uncompressed size: claim 10 bytes
+    data[central + 24 : central + 28] = (10).to_bytes(4, "little")
+    with pytest.raises(RequestError, match=r"cannot be read|more than the limit"):
+        decode_dicom_zip(bytes(data), max_bytes=1000)

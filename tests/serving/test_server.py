@@ -32,7 +32,7 @@ from pipeline.evaluation.clinical import clinical_indices, phases_from_curves, v
 from pipeline.inference.predict import Segmenter
 from pipeline.models import build_model
 from pipeline.serving import predict_cli
-from pipeline.serving.codec import decode_nifti, encode_cine
+from pipeline.serving.codec import decode_dicom_zip, decode_nifti, encode_cine
 from pipeline.serving.model_logging import log_pyfunc_model
 from pipeline.training.checkpoint import load_checkpoint, save_checkpoint
 from tests.conftest import make_record
@@ -40,6 +40,7 @@ from tests.conftest import make_record
 pytestmark = pytest.mark.slow
 
 MAX_REQUEST_BYTES = 200_000
+MAX_ZIP_MEMBERS = 100
 MODEL_NAME = "cine-seg-test"
 VENV_BIN = Path(sys.executable).parent
 START_TIMEOUT_S = 120
@@ -113,7 +114,11 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         experiment = mlflow.create_experiment("serving", artifact_location=(tmp / "artifacts").as_uri())
         with mlflow.start_run(experiment_id=experiment):
             info = log_pyfunc_model(
-                checkpoints, max_request_bytes=MAX_REQUEST_BYTES, tta=TTA, postprocess=POSTPROCESS
+                checkpoints,
+                max_request_bytes=MAX_REQUEST_BYTES,
+                max_zip_members=MAX_ZIP_MEMBERS,
+                tta=TTA,
+                postprocess=POSTPROCESS,
             )
         version = mlflow.register_model(info.model_uri, MODEL_NAME)
         MlflowClient().set_registered_model_alias(MODEL_NAME, "champion", version.version)
@@ -226,6 +231,60 @@ def test_bad_requests_get_4xx_with_a_message(served: Served, case: str) -> None:
     assert "row 0: " in body["message"]  # our sentence, not MLflow's generic "unexpected error"
     assert requests.get(f"{served.url}/ping", timeout=5).status_code == 200
     print(f"{case}: {response.status_code} {body['error_code']} {body['message'][-200:]!r}")
+
+
+def invoke_zip(url: str, data: bytes) -> requests.Response:
+    body = {"dataframe_split": {"columns": ["dicom_zip"], "data": [[base64.b64encode(data).decode("ascii")]]}}
+    return requests.post(f"{url}/invocations", json=body, timeout=60)
+
+
+def test_zipped_dicom_series_gets_the_labels_of_the_same_cine(served: Served, tmp_path: Path) -> None:
+    from tests.serving.test_codec import dicom_zip
+
+    record = make_record(seed=5)
+    data = dicom_zip(tmp_path, record)
+    response = invoke_zip(served.url, data)
+    assert response.status_code == 200, response.text
+    (row,) = response.json()["predictions"]
+    labels, _, affine = decode_nifti(base64.b64decode(row["labels_nifti"]))
+    cine, dicom_spacing, dicom_affine = decode_dicom_zip(data)  # what the server read from the zip
+    np.testing.assert_array_equal(
+        labels.astype(np.uint8), local_labels(served.checkpoints, cine, dicom_spacing)
+    )
+    np.testing.assert_allclose(affine, record.affine, atol=1e-5)
+    nifti_row = invoke(served.url, [cine_b64(cine, dicom_affine)]).json()["predictions"][0]
+    assert {k: row[k] for k in row if k != "labels_nifti"} == {
+        k: nifti_row[k] for k in nifti_row if k != "labels_nifti"
+    }
+
+
+@pytest.mark.parametrize("case", ["zip-slip", "too-many-members", "zip-bomb", "not-a-zip", "over-limit"])
+def test_bad_dicom_zips_get_400(served: Served, tmp_path: Path, case: str) -> None:
+    import io
+    import zipfile
+
+    from tests.serving.test_codec import dicom_zip
+
+    if case == "zip-slip":
+        data = dicom_zip(tmp_path, extra={"../../../tmp/owned.dcm": b"x"})
+    elif case == "too-many-members":
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as zf:
+            for i in range(MAX_ZIP_MEMBERS + 1):
+                zf.writestr(f"m{i}", b"")
+        data = buffer.getvalue()
+    elif case == "zip-bomb":
+        data = dicom_zip(tmp_path, extra={"bomb.dcm": b"\0" * 100_000_000})
+    elif case == "not-a-zip":
+        data = b"PK\x03\x04 truncated"
+    else:
+        data = dicom_zip(tmp_path, extra={"big.bin": np.random.default_rng(0).bytes(MAX_REQUEST_BYTES)})
+    response = invoke_zip(served.url, data)
+    assert response.status_code == 400, (response.status_code, response.text[:500])
+    message = response.json()["message"]
+    assert "row 0: " in message
+    print(f"{case}: {message[-160:]!r}")
+    assert not Path("/tmp/owned.dcm").exists()
 
 
 def test_not_json_and_wrong_column_get_4xx(served: Served) -> None:
