@@ -3,8 +3,9 @@
 The preprocessing of training (intensity normalisation and the recorded in-plane geometry), clips around
 every requested frame (wrapping around the cycle), batched inference with optional test-time augmentation,
 probabilities averaged over the ensemble's models and the augmentations, the mapping back to the original
-grid and post-processing. evaluate, ``deunet predict`` and the served model all call :class:`Segmenter`,
-so a user gets exactly the labels evaluate scores.
+grid and post-processing. A field of view much larger than training's is first searched for the heart and
+cropped to training's framing (pipeline.inference.locate). evaluate, ``deunet predict`` and the served
+model all call :class:`Segmenter`, so a user gets exactly the labels evaluate scores.
 """
 
 from __future__ import annotations
@@ -18,6 +19,17 @@ import torch
 
 from pipeline.config import from_dict
 from pipeline.errors import ConfigError, DataError, RequestError
+from pipeline.inference.locate import (
+    LOCATE_MODES,
+    Box,
+    View,
+    centred_box,
+    checkpoint_view,
+    frames_to_locate,
+    heart_centre,
+    paste,
+    sliding_boxes,
+)
 from pipeline.inference.postprocess import POSTPROCESS_MODES, postprocess
 from pipeline.inference.tta import TTA_MODES, tta_transforms
 from pipeline.models import SegmentationModel
@@ -75,12 +87,18 @@ class Segmenter:
         tta: test-time augmentation, "none", "flips" (4 mirrorings) or "dihedral" (8: flips and rot90);
             softmax probabilities are averaged over them.
         postprocess: the default post-processing of :meth:`predict` (see pipeline.inference.postprocess).
+        view: the field of view of training (:class:`View`, from the checkpoint); None: unknown, the whole
+            slice is always mapped to the network.
+        locate: "auto": a slice spanning more than LOCATE_FACTOR x the training field of view (in mm, so
+            only when ``spacing`` is given) is first searched for the heart, and only a window of training's
+            field of view around it is segmented (pipeline.inference.locate); "off": never.
     """
 
     def __init__(self, model: SegmentationModel | Sequence[SegmentationModel], size: int | None = None,
                  percentiles: Sequence[float] = (0.5, 99.5), device: str | torch.device = "cpu",
                  batch_size: int = 32, bf16: bool = True, geometry: Geometry | None = None,
-                 tta: str = "none", postprocess: str = "raw") -> None:  # fmt: skip
+                 tta: str = "none", postprocess: str = "raw", view: View | None = None,
+                 locate: str = "auto") -> None:  # fmt: skip
         models = [model] if isinstance(model, torch.nn.Module) else list(model)
         if not models:
             raise ConfigError("Segmenter needs at least one model")
@@ -98,12 +116,15 @@ class Segmenter:
             raise ConfigError(f"tta must be one of {list(TTA_MODES)}, got {tta!r}")
         if postprocess not in POSTPROCESS_MODES:
             raise ConfigError(f"postprocess must be one of {list(POSTPROCESS_MODES)}, got {postprocess!r}")
+        if locate not in LOCATE_MODES:
+            raise ConfigError(f"locate must be one of {list(LOCATE_MODES)}, got {locate!r}")
         self.device = torch.device(device)
         self.models = [m.to(self.device).eval() for m in models]
-        self.radius = radii.pop()
+        self.radius, self.num_classes = radii.pop(), classes.pop()
         self.geometry, self.size = geometry, geometry.size
         self.batch_size, self.bf16, self.tta, self.postprocess = batch_size, bf16, tta, postprocess
         self.percentiles = (float(percentiles[0]), float(percentiles[1]))
+        self.view, self.locate = view, locate
 
     @property
     def model(self) -> SegmentationModel:
@@ -115,9 +136,13 @@ class Segmenter:
                         **kwargs: Any) -> Segmenter:  # fmt: skip
         """A Segmenter of one checkpoint or of an ensemble (``names`` label them in errors, e.g. files).
 
+        The field of view is the first member's: the folds of one store differ only in which patients
+        their medians are taken over, and the view only sizes a window, so members are not compared.
+
         Raises:
             DataError: a checkpoint lacks its preprocessing, or ensemble members differ in preprocessing,
-                temporal radius or classes (the message names the member and the difference).
+                temporal radius or classes (the message names the member and the difference), or the first
+                records a malformed view.
         """
         from pipeline.training.checkpoint import model_from_checkpoint
 
@@ -134,7 +159,7 @@ class Segmenter:
             if diff:
                 raise DataError(name, f"cannot join the ensemble: {'; '.join(diff)}")
         return cls([model_from_checkpoint(c) for c in ckpts], geometry=pres[0].network_geometry(),
-                   percentiles=pres[0].percentiles, **kwargs)  # fmt: skip
+                   percentiles=pres[0].percentiles, view=checkpoint_view(ckpts[0], labels[0]), **kwargs)  # fmt: skip
 
     @classmethod
     def from_files(cls, paths: Sequence[Path | str], **kwargs: Any) -> Segmenter:
@@ -148,9 +173,13 @@ class Segmenter:
 
     def _forward(self, clips: torch.Tensor) -> torch.Tensor:
         """(B, 2r+1, S, S) -> (B, C, S, S) softmax probabilities averaged over models and augmentations."""
+        return self._average(clips, self.tta)
+
+    def _average(self, clips: torch.Tensor, tta: str) -> torch.Tensor:
+        """:meth:`_forward` with the augmentations of ``tta``."""
         autocast = self.bf16 and self.device.type == "cuda"
         total = None
-        transforms = tta_transforms(self.tta)
+        transforms = tta_transforms(tta)
         for model in self.models:
             for forward, inverse in transforms:
                 with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=autocast):
@@ -161,27 +190,79 @@ class Segmenter:
         return total / (len(self.models) * len(transforms))
 
     @torch.no_grad()
-    def _chunks(self, cine: np.ndarray, frames: Sequence[int] | None, spacing: Sequence[float] | None,
-                reduce: Callable[[torch.Tensor], torch.Tensor]) -> tuple[list[np.ndarray], tuple[int, ...]]:  # fmt: skip
-        """``reduce`` of the (B, C, Y, X) probabilities of every (frame, slice), batch by batch."""
-        if cine.ndim != 4:
-            raise RequestError(f"expected a cine (T, Z, Y, X), got shape {cine.shape}")
+    def _slices(self, cine: np.ndarray, frames: Sequence[int], spacing_yx: tuple[float, float] | None,
+                reduce: Callable[[torch.Tensor], torch.Tensor], forward: Callable[[torch.Tensor], torch.Tensor],
+                stats_from_clips: bool = False) -> np.ndarray:  # fmt: skip
+        """``reduce`` of the (B, C, Y, X) probabilities of every (frame, slice), as (F, Z, ...) numpy.
+
+        The whole slice of ``cine`` is the network's view, normalised over the whole cine as preprocessing
+        normalised each training image (``stats_from_clips``: over the frames the clips use only, for the
+        coarse pass: a few frames of a stack have the cycle's statistics, at a fraction of the cost), then
+        mapped by the geometry. Only the frames the clips of ``frames`` use are resampled.
+        """
         t, z, y, x = cine.shape
-        frames = list(range(t)) if frames is None else [int(f) for f in frames]
-        spacing_yx = None if spacing is None else (float(spacing[-2]), float(spacing[-1]))
-        norm, _ = normalise(cine.astype(np.float32, copy=False), self.percentiles)
-        net = self.geometry.images_to_network(norm.reshape(t * z, y, x), spacing_yx, fill=float(norm.min()))
-        resized = torch.from_numpy(net).view(t, z, self.size, self.size)
+        clips_of = {f: clip_frames(f, t, self.radius) for f in frames}
+        needed = np.unique(np.concatenate(list(clips_of.values())))
+        row = np.zeros(t, np.int64)
+        row[needed] = np.arange(len(needed))
+        source = cine[needed] if stats_from_clips else cine
+        norm, _ = normalise(source.astype(np.float32, copy=False), self.percentiles)
+        images = norm if stats_from_clips else norm[needed]
+        net = self.geometry.images_to_network(images.reshape(-1, y, x), spacing_yx, fill=float(norm.min()))
+        resized = torch.from_numpy(net).view(len(needed), z, self.size, self.size)
         keys = [(f, s) for f in frames for s in range(z)]
         parts = []
         for start in range(0, len(keys), self.batch_size):
             chunk = keys[start : start + self.batch_size]
-            clips = torch.stack([resized[clip_frames(f, t, self.radius), s] for f, s in chunk]).to(
-                self.device
-            )
-            probs = self.geometry.probabilities_back(self._forward(clips), (y, x), spacing_yx)
+            clips = torch.stack([resized[row[clips_of[f]], s] for f, s in chunk]).to(self.device)
+            probs = self.geometry.probabilities_back(forward(clips), (y, x), spacing_yx)
             parts.append(reduce(probs).cpu().numpy())
-        return parts, (len(frames), z)
+        out = np.concatenate(parts)
+        return out.reshape(len(frames), z, *out.shape[1:])
+
+    def heart_window(self, cine: np.ndarray, spacing: Sequence[float] | None = None) -> Box | None:
+        """The (rows, columns) window of the cine that :meth:`predict` and :meth:`probabilities` segment:
+        training's field of view around the heart; None: the whole slice (the plain path).
+
+        None unless ``locate`` is "auto", the view and the ``spacing`` (z, y, x) mm are known and the slice
+        spans more than LOCATE_FACTOR x the training field of view. The coarse pass runs training-sized
+        windows with half a window of overlap on LOCATE_FRAMES frames, without test-time augmentation (a
+        centre needs no such precision), through the per-window path of the final one; pixels covered by
+        several windows average their foreground probability. With no foreground anywhere the image
+        centre is taken: a centred window of the training field of view is what a heart-centred
+        acquisition shows.
+        """
+        t, z, y, x = _check_cine(cine).shape
+        if self.locate == "off" or self.view is None or spacing is None:
+            return None
+        spacing_yx = _inplane(spacing)
+        if not self.view.exceeded_by((y, x), spacing_yx):
+            return None
+        window = self.view.window((y, x), spacing_yx)
+        frames = frames_to_locate(t)
+        total, count = np.zeros((z, y, x), np.float32), np.zeros((y, x), np.float32)
+        for ys, xs in sliding_boxes((y, x), window):
+            foreground = self._slices(cine[..., ys, xs], frames, spacing_yx, lambda p: 1.0 - p[:, 0],
+                                      lambda c: self._average(c, "none"), stats_from_clips=True)  # fmt: skip
+            total[:, ys, xs] += foreground.mean(0)
+            count[ys, xs] += 1.0
+        centre = heart_centre(total / count)
+        return centred_box(centre or ((y - 1) / 2, (x - 1) / 2), window, (y, x))
+
+    def _segment(self, cine: np.ndarray, frames: Sequence[int] | None, spacing: Sequence[float] | None,
+                 reduce: Callable[[torch.Tensor], torch.Tensor], background: np.ndarray) -> np.ndarray:  # fmt: skip
+        """``reduce`` of the probabilities of ``frames`` (all when None) on the cine's grid, (F, Z, ..., Y, X).
+
+        On :meth:`heart_window` when there is one (``background`` outside it), else on the whole slice:
+        the plain path, exactly as without a view.
+        """
+        box = self.heart_window(cine, spacing)
+        frames = list(range(cine.shape[0])) if frames is None else [int(f) for f in frames]
+        spacing_yx = None if spacing is None else _inplane(spacing)
+        if box is None:
+            return self._slices(cine, frames, spacing_yx, reduce, self._forward)
+        part = self._slices(cine[..., box[0], box[1]], frames, spacing_yx, reduce, self._forward)
+        return paste(part, box, cine.shape[-2:], background)
 
     def probabilities(self, cine: np.ndarray, frames: Sequence[int] | None = None,
                       spacing: Sequence[float] | None = None) -> np.ndarray:  # fmt: skip
@@ -190,24 +271,36 @@ class Segmenter:
         Args:
             cine: (T, Z, Y, X) intensities.
             frames: 0-based frames to segment (all when None).
-            spacing: (z, y, x) voxel spacing in mm; required by geometry "spacing".
+            spacing: (z, y, x) voxel spacing in mm; required by geometry "spacing" and by ``locate``.
         """
-        parts, lead = self._chunks(cine, frames, spacing, lambda p: p)
-        return np.concatenate(parts).reshape(*lead, -1, *cine.shape[-2:])
+        background = np.eye(self.num_classes, dtype=np.float32)[0][:, None, None]  # class 0 = 1 outside
+        return self._segment(cine, frames, spacing, lambda p: p, background)
 
     def predict(self, cine: np.ndarray, frames: Sequence[int] | None = None,
                 spacing: Sequence[float] | None = None, postprocess: str | None = None) -> np.ndarray:  # fmt: skip
         """Labels (len(frames), Z, Y, X) uint8 for the 0-based ``frames`` of ``cine`` (all when None).
 
-        ``spacing`` (z, y, x) mm is required by geometry "spacing". ``postprocess`` overrides the
-        Segmenter's default mode; it is applied to each frame's (Z, Y, X) volume.
+        ``spacing`` (z, y, x) mm is required by geometry "spacing" and by ``locate``. ``postprocess``
+        overrides the Segmenter's default mode; it is applied to each frame's (Z, Y, X) volume.
         """
         mode = self.postprocess if postprocess is None else postprocess
-        parts, lead = self._chunks(cine, frames, spacing, lambda p: p.argmax(1).to(torch.uint8))
-        labels = np.concatenate(parts).reshape(*lead, *cine.shape[-2:])
+        background = np.zeros((), np.uint8)
+        labels = self._segment(cine, frames, spacing, lambda p: p.argmax(1).to(torch.uint8), background)
         if mode != "raw":
             labels = np.stack([postprocess_volume(v, mode) for v in labels])
         return labels
+
+
+def _check_cine(cine: np.ndarray) -> np.ndarray:
+    """``cine`` if it is (T, Z, Y, X); a RequestError (a caller's bad input) otherwise."""
+    if cine.ndim != 4:
+        raise RequestError(f"expected a cine (T, Z, Y, X), got shape {cine.shape}")
+    return cine
+
+
+def _inplane(spacing: Sequence[float]) -> tuple[float, float]:
+    """The in-plane (y, x) of a (z, y, x) spacing."""
+    return float(spacing[-2]), float(spacing[-1])
 
 
 def postprocess_volume(labels: np.ndarray, mode: str) -> np.ndarray:

@@ -10,8 +10,10 @@ series is picked, ``--series`` chooses among several), or a folder of cases: an 
 
 ``--model`` is one or more checkpoint files (``.pt``; several are a fold ensemble whose probabilities are
 averaged) or an MLflow model URI (``models:/name@champion``, ``runs:/...``; the logged model brings its
-own folds, TTA and post-processing). ``--tta`` and ``--postprocess`` apply to checkpoints; they are the
-options of :class:`pipeline.inference.predict.Segmenter`, the code evaluate scores. The model is loaded
+own folds, TTA and post-processing). ``--tta``, ``--postprocess`` and ``--locate`` apply to checkpoints;
+they are the options of :class:`pipeline.inference.predict.Segmenter`, the code evaluate scores. A field
+of view much larger than training's (a full scan, for a model trained on heart crops) is searched for the
+heart first and segmented in a window of training's field of view (``--locate auto``, the default). The model is loaded
 once for all cases. Writes, for each case ``<name>`` (the file name without ``.nii[.gz]``, the DICOM
 folder's name, or the ACDC patient id):
 
@@ -50,6 +52,7 @@ from pipeline.atomic import atomic_write_bytes, atomic_write_text
 from pipeline.data import imageio
 from pipeline.errors import DataError, PipelineError
 from pipeline.evaluation.clinical import CLINICAL_KEYS, CLINICAL_UNITS
+from pipeline.inference.locate import LOCATE_MODES
 from pipeline.inference.postprocess import POSTPROCESS_MODES
 from pipeline.inference.tta import TTA_MODES
 from pipeline.serving.codec import RequestError, decode_nifti, encode_cine, encode_labels
@@ -172,6 +175,7 @@ class Predictor:
     device: str = "auto"
     tta: str = DEFAULT_TTA
     postprocess: str = DEFAULT_POSTPROCESS
+    locate: str = "auto"
     _segment: Callable[[imageio.Image, bytes | None], tuple[bytes, Readout]] | None = field(
         default=None, repr=False
     )
@@ -188,7 +192,11 @@ class Predictor:
 
         try:
             segmenter = Segmenter.from_files(
-                paths, device=resolve_device(self.device), tta=self.tta, postprocess=self.postprocess
+                paths,
+                device=resolve_device(self.device),
+                tta=self.tta,
+                postprocess=self.postprocess,
+                locate=self.locate,
             )
         except ValueError as exc:
             raise DataError(paths[0], str(exc)) from None
@@ -339,6 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"test-time augmentation for checkpoints (default {DEFAULT_TTA})")  # fmt: skip
     parser.add_argument("--postprocess", default=DEFAULT_POSTPROCESS, choices=POSTPROCESS_MODES,
                         help=f"post-processing for checkpoints (default {DEFAULT_POSTPROCESS})")  # fmt: skip
+    parser.add_argument("--locate", default="auto", choices=LOCATE_MODES,
+                        help="auto: a field of view much larger than training's is searched for the heart and "
+                             "cropped to training's framing first; off: the whole slice (checkpoints)")  # fmt: skip
     parser.add_argument("--timing", action="store_true",
                         help="print the seconds spent loading the model, reading, segmenting and writing")  # fmt: skip
     return parser
@@ -377,7 +388,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     clock = _Clock()
     try:
         cases, many = discover_cases(args.input)
-        predictor = Predictor(args.model, args.device, args.tta, args.postprocess).load()
+        predictor = Predictor(args.model, args.device, args.tta, args.postprocess, args.locate).load()
         clock.lap("load model")
     except (PipelineError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from pipeline.errors import ConfigError
+from pipeline.inference.locate import training_view
 from pipeline.models import DiceCELoss, SegmentationModel, build_model
 from pipeline.models.precision import autocast
 from pipeline.preprocessing.store import ClipStore
@@ -297,10 +298,14 @@ def _record_epoch(state: dict[str, Any], row: dict[str, float], cfg: TrainConfig
 
 
 def _save_epoch(work_dir: Path, fit: _Fitting, cfg: TrainConfig, store: ClipStore, fold: int,
-                state: dict[str, Any], improved: bool) -> None:  # fmt: skip
-    """``last.pt`` (everything a resume needs), ``best.pt`` on improvement, ``final.pt`` at the end."""
+                state: dict[str, Any], improved: bool, view: dict[str, list[float]]) -> None:  # fmt: skip
+    """``last.pt`` (everything a resume needs), ``best.pt`` on improvement, ``final.pt`` at the end.
+
+    ``view`` is the training patients' field of view (pipeline.inference.locate.View): inference crops a
+    larger field of view around the heart to it, so the network sees the framing it was trained on.
+    """
     epoch, score = state["epoch"], state["history"][-1]["val_dice"]
-    common = {"params": asdict(cfg), "preprocess": store.meta["config"], "fold": fold}
+    common = {"params": asdict(cfg), "preprocess": store.meta["config"], "fold": fold, "view": view}
     if improved:
         save_checkpoint(work_dir / "best.pt", fit.model, None, **common, epoch=epoch, val_dice=score)
     save_checkpoint(work_dir / "last.pt", fit.model, fit.optimizer, **common, torch_rng=torch.get_rng_state(),
@@ -326,6 +331,8 @@ def train_fold(
     torch.manual_seed(cfg.seed * 1000 + fold)
     train_idx, val_idx = _fold_indices(store, train_ids, val_ids, fold)
     fit = _build(cfg, store, train_idx, device)
+    train_patients = set(train_ids)
+    view = training_view([p for p in store.patients if p["patient"] in train_patients]).as_record()
     state, resumed_from = _resume(work_dir / "last.pt", fit, cfg, fold)
 
     train_set = ClipDataset(store, train_idx, cfg.radius, cfg.augment, seed=cfg.seed)
@@ -347,7 +354,7 @@ def train_fold(
                "seconds": time.perf_counter() - start}  # fmt: skip
         improved = _record_epoch(state, row, cfg)
         if main_process:
-            _save_epoch(work_dir, fit, cfg, store, fold, state, improved)
+            _save_epoch(work_dir, fit, cfg, store, fold, state, improved, view)
             if on_epoch is not None:
                 on_epoch(row)
         dist.barrier()

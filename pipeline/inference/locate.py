@@ -1,0 +1,176 @@
+"""Locate the heart in a field of view larger than training's, so the network sees the framing it learnt.
+
+A model trained on heart-centred crops (acdc-roi: ~150 mm around the heart) learns both a scale and a
+framing. Handed a full field of view (256 x 216 px at 1.4 mm, 512 x 512 at 0.7 mm), geometry ``resize``
+shrinks the heart to a few pixels and geometry ``spacing`` crops the image centre, which need not hold the
+heart. Rather than teach the network every framing, inference restores the one it knows:
+
+1. a coarse pass slides windows of the training field of view (mm, so the same number of millimetres
+   whatever the input's spacing) over the slice with half a window of overlap, on a few frames, and
+   averages the foreground probability each pixel gets;
+2. the centre of the largest 3D connected foreground component places one window of the training field
+   of view, clamped inside the image;
+3. the normal path (every frame, test-time augmentation, post-processing) runs on that window, and the
+   result is pasted back into the full grid, background outside.
+
+Every window, coarse or final, goes through the same geometry and intensity normalisation as a training
+image did (normalised on its own, as preprocessing normalised each training crop: percentiles of a whole
+full field of view, mostly lung and body, would scale the heart differently), so the framing is kept
+whatever the geometry mode. The price is one coarse pass of (windows x LOCATE_FRAMES) clips through the
+plain models, e.g. 9 x 2 at twice the field of view, against every frame times every test-time view of
+the final pass. The training checkpoint records the field of view (:class:`View`); an input within
+:data:`LOCATE_FACTOR` of it, one without a spacing, or a checkpoint without a view takes the plain path
+unchanged, bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from pipeline.config import from_dict
+from pipeline.errors import ConfigError, DataError
+
+#: ``Segmenter(locate=...)``: "auto" locates the heart when the input's field of view is larger than
+#: training's by more than LOCATE_FACTOR in an axis; "off" always maps the whole slice (the old behaviour).
+LOCATE_MODES = ("auto", "off")
+#: How much larger than training's (in mm, in either axis) a field of view must be to be located first:
+#: training's own fields of view spread about +-20% around their median (acdc-roi, the phantom), and those
+#: must keep today's exact path.
+LOCATE_FACTOR = 1.3
+#: Frames of the coarse pass, evenly spaced over the cycle: the heart does not move between frames, so
+#: a few suffice to find it, and the pass costs a fraction of the full one.
+LOCATE_FRAMES = 2
+#: Mean foreground probability above which a pixel of the coarse map counts as heart.
+FOREGROUND = 0.5
+
+#: A (rows, columns) window of a slice.
+Box = tuple[slice, slice]
+
+
+@dataclass(frozen=True)
+class View:
+    """The in-plane field of view training saw: medians over the training patients of the extent
+    (shape * spacing, mm) and of the spacing (mm), both (y, x), as the checkpoint's ``view`` records them.
+
+    ``spacing_mm`` documents the training resolution; the windows depend on ``fov_mm`` and the input's
+    own spacing only, so a model keeps its framing at any resolution.
+    """
+
+    fov_mm: tuple[float, float]
+    spacing_mm: tuple[float, float]
+
+    def __post_init__(self) -> None:
+        for name in ("fov_mm", "spacing_mm"):
+            values = getattr(self, name)
+            if len(values) != 2 or not all(math.isfinite(v) and v > 0 for v in values):
+                raise ValueError(f"{name} must be two positive (y, x) values in mm, got {list(values)}")
+
+    def as_record(self) -> dict[str, list[float]]:
+        """The plain mapping a checkpoint stores (lists of floats load with ``weights_only=True``)."""
+        return {"fov_mm": list(self.fov_mm), "spacing_mm": list(self.spacing_mm)}
+
+    def window(self, shape: tuple[int, int], spacing_yx: tuple[float, float]) -> tuple[int, int]:
+        """(h, w) pixels of the training field of view at ``spacing_yx``, at most the image's ``shape``."""
+        return tuple(
+            min(n, max(1, round(fov / s))) for n, fov, s in zip(shape, self.fov_mm, spacing_yx, strict=True)
+        )  # type: ignore[return-value]
+
+    def exceeded_by(self, shape: tuple[int, int], spacing_yx: tuple[float, float],
+                    factor: float = LOCATE_FACTOR) -> bool:  # fmt: skip
+        """Whether a slice of ``shape`` at ``spacing_yx`` spans more than ``factor`` x the training field
+        of view in either axis."""
+        return any(n * s > factor * fov for n, s, fov in zip(shape, spacing_yx, self.fov_mm, strict=True))
+
+
+def training_view(patients: Sequence[dict[str, Any]]) -> View:
+    """The :class:`View` of training patients, from the store's per-patient metadata (``patients.json``:
+    ``shape_tzyx`` and ``spacing_zyx_mm`` of the original images). Medians, so a few unusual scans do not
+    move it."""
+    if not patients:
+        raise ValueError("training_view needs at least one patient")
+    shape = np.array([p["shape_tzyx"][-2:] for p in patients], dtype=np.float64)
+    spacing = np.array([p["spacing_zyx_mm"][-2:] for p in patients], dtype=np.float64)
+    fov, step = np.median(shape * spacing, axis=0), np.median(spacing, axis=0)
+    return View((float(fov[0]), float(fov[1])), (float(step[0]), float(step[1])))
+
+
+def checkpoint_view(ckpt: dict[str, Any], name: str) -> View | None:
+    """The :class:`View` a checkpoint records, or None for one written before views were recorded.
+
+    Raises:
+        DataError: the recorded view is malformed.
+    """
+    record = ckpt.get("view")
+    if record is None:
+        return None
+    try:
+        return from_dict(View, record, "view")
+    except ConfigError as exc:
+        raise DataError(name, f"checkpoint records an invalid view ({exc})") from None
+
+
+def window_starts(n: int, w: int) -> list[int]:
+    """Starts of windows of ``w`` pixels covering ``0..n`` with half a window of overlap (steps of at most
+    ``ceil(w / 2)``): the first at 0, the last at ``n - w``, evenly spaced between."""
+    if w >= n:
+        return [0]
+    intervals = math.ceil((n - w) / ((w + 1) // 2))
+    return [i * (n - w) // intervals for i in range(intervals + 1)]
+
+
+def sliding_boxes(shape: tuple[int, int], window: tuple[int, int]) -> list[Box]:
+    """The windows of the coarse pass over a slice of ``shape``, row by row."""
+    (ny, nx), (wy, wx) = shape, window
+    return [
+        (slice(y, y + wy), slice(x, x + wx)) for y in window_starts(ny, wy) for x in window_starts(nx, wx)
+    ]
+
+
+def centred_box(centre: tuple[float, float], window: tuple[int, int], shape: tuple[int, int]) -> Box:
+    """A ``window`` centred on ``centre`` (pixel indices), shifted to lie inside ``shape``."""
+    box = []
+    for c, w, n in zip(centre, window, shape, strict=True):
+        start = min(max(round(c - (w - 1) / 2), 0), n - w)
+        box.append(slice(start, start + w))
+    return box[0], box[1]
+
+
+def frames_to_locate(n_frames: int, count: int = LOCATE_FRAMES) -> list[int]:
+    """``count`` frames evenly spaced over the cycle, from frame 0 (ED in ACDC's convention)."""
+    return sorted({int(i * n_frames // count) for i in range(min(count, n_frames))})
+
+
+def heart_centre(foreground: np.ndarray) -> tuple[float, float] | None:
+    """(y, x) centre of the largest 3D connected component of ``foreground > FOREGROUND``, or None.
+
+    Args:
+        foreground: (Z, Y, X) mean foreground probability (RV + MYO + LV) of the coarse pass.
+
+    The component is connected in 3D (26 neighbours, as the ``lcc`` post-processing): a false positive
+    elsewhere in the large field of view (a vessel, the stomach) is smaller than the heart through the stack.
+    """
+    components, n = ndimage.label(foreground > FOREGROUND, structure=np.ones((3, 3, 3), bool))
+    if n == 0:
+        return None
+    sizes = np.bincount(components.ravel())
+    sizes[0] = 0
+    _, ys, xs = np.nonzero(components == int(np.argmax(sizes)))
+    return float(ys.mean()), float(xs.mean())
+
+
+def paste(part: np.ndarray, box: Box, shape: tuple[int, int], background: np.ndarray) -> np.ndarray:
+    """``part`` (..., h, w), the result on window ``box``, on the full (..., *shape) grid.
+
+    ``background`` fills the rest, broadcast over the leading axes (labels: 0; probabilities: one-hot
+    of class 0 along the class axis, shape (C, 1, 1)).
+    """
+    out = np.empty((*part.shape[:-2], *shape), dtype=part.dtype)
+    out[...] = background
+    out[..., box[0], box[1]] = part
+    return out
