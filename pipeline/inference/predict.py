@@ -120,6 +120,11 @@ class Segmenter:
             raise ConfigError(f"locate must be one of {list(LOCATE_MODES)}, got {locate!r}")
         self.device = torch.device(device)
         self.models = [m.to(self.device).eval() for m in models]
+        # channels_last: oneDNN's CPU convolutions run ~20-25 % faster on it (DeU-Net, 64-96 px, measured in
+        # benchmarks/predict_bench.py); the same fp32 arithmetic, so the same labels.
+        self.memory_format = torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
+        for m in self.models:
+            m.to(memory_format=self.memory_format)
         self.radius, self.num_classes = radii.pop(), classes.pop()
         self.geometry, self.size = geometry, geometry.size
         self.batch_size, self.bf16, self.tta, self.postprocess = batch_size, bf16, tta, postprocess
@@ -183,7 +188,7 @@ class Segmenter:
         for model in self.models:
             for forward, inverse in transforms:
                 with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=autocast):
-                    logits = model(forward(clips))
+                    logits = model(forward(clips).contiguous(memory_format=self.memory_format))
                 probs = inverse(torch.softmax(logits.float(), dim=1))
                 total = probs if total is None else total + probs
         assert total is not None

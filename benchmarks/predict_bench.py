@@ -1,0 +1,128 @@
+"""Wall time of ``deunet predict`` on one cine, from a cold process, split into imports and phases.
+
+The cine is the synthetic phantom at the size of a real acdc-roi cine (default 30 frames x 7 slices of
+95 x 100 at ~1.5 mm), written as NIfTI; the model is the one a settings file trains (``--settings``:
+params.yaml, the embedded default, DeU-Net at 64 px; or a profile such as acdc-roi-cpu, DeU-Net at 96 px)
+with random weights, since time does not depend on the weights. Each run is a fresh
+``python -m pipeline.cli predict ... --timing`` process, as a user runs it; the imports are measured in
+a separate fresh process that only imports the CLI module.
+
+    python -m benchmarks.predict_bench                      # default TTA (flips) and none, 3 runs each
+    python -m benchmarks.predict_bench --settings acdc-roi-cpu --tta none --runs 5 --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _python(code: str, env: dict[str, str]) -> str:
+    return subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, env=env,
+                          cwd=REPO).stdout  # fmt: skip
+
+
+def settings(name: str) -> dict[str, Any]:
+    """params.yaml (``default``) or params.yaml overridden by ``profiles/<name>.yaml``, two levels deep."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    if name != "default":
+        for section, values in yaml.safe_load((REPO / "profiles" / f"{name}.yaml").read_text()).items():
+            params.setdefault(section, {}).update(values)
+    return params
+
+
+def make_inputs(folder: Path, profile: dict[str, Any], frames: int, slices: int,
+                matrix: tuple[int, int]) -> tuple[Path, Path]:  # fmt: skip
+    """The settings' model checkpoint (random weights) and a phantom cine NIfTI."""
+    import torch
+
+    from pipeline.data import imageio
+    from pipeline.data.phantom import PhantomConfig, iter_records
+    from pipeline.models import build_model
+    from pipeline.training.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    model = build_model(
+        profile["train"]["model"], radius=profile["train"]["radius"], **profile["train"]["model_args"]
+    )
+    preprocess = {"size": profile["preprocess"]["size"], "percentiles": [0.5, 99.5],
+                  "geometry": profile["preprocess"]["geometry"], "spacing_mm": profile["preprocess"]["spacing_mm"]}  # fmt: skip
+    checkpoint = folder / "model.pt"
+    save_checkpoint(checkpoint, model, None, preprocess=preprocess, fold=0)
+    cfg = PhantomConfig(n_patients=1, matrix=matrix, n_frames=(frames, frames), n_slices=(slices, slices),
+                        inplane_spacing_mm=(1.5, 1.5))  # fmt: skip
+    record = next(iter_records(cfg))
+    cine = folder / "cine.nii.gz"
+    imageio.save_nifti(record.cine.astype("int16"), record.affine, cine)
+    return checkpoint, cine
+
+
+def run_predict(
+    checkpoint: Path, cine: Path, out: Path, tta: str, env: dict[str, str]
+) -> tuple[float, dict[str, float]]:
+    """Wall seconds of one cold ``deunet predict`` process and its ``--timing`` phases."""
+    cmd = [sys.executable, "-m", "pipeline.cli", "predict", "--model", str(checkpoint), "--input", str(cine),
+           "--out", str(out), "--device", "cpu", "--tta", tta, "--timing"]  # fmt: skip
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"predict failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
+    line = next(ln for ln in proc.stderr.splitlines() if ln.startswith("timing: "))
+    phases = {k: float(v) for k, v in re.findall(r"([a-z ]+) ([\d.]+) s", line[len("timing: ") :])}
+    return wall, {k.strip(): v for k, v in phases.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--settings", default="default", help="default (params.yaml) or a profile name")
+    parser.add_argument("--frames", type=int, default=30)
+    parser.add_argument("--slices", type=int, default=7)
+    parser.add_argument("--matrix", type=int, nargs=2, default=(95, 100), metavar=("Y", "X"))
+    parser.add_argument("--tta", nargs="+", default=["flips", "none"])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS (default: torch's own)")
+    args = parser.parse_args(argv)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    if args.threads:
+        env["OMP_NUM_THREADS"] = str(args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        profile = settings(args.settings)
+        checkpoint, cine = make_inputs(folder, profile, args.frames, args.slices, tuple(args.matrix))
+        code = "import time; t = time.perf_counter(); import pipeline.serving.predict_cli; print(time.perf_counter() - t)"
+        imports = [float(_python(code, env)) for _ in range(args.runs)]
+        print(f"cine {args.frames} frames x {args.slices} slices x {args.matrix[0]} x {args.matrix[1]}, "
+              f"{profile['train']['model']} {profile['train']['model_args']} at {profile['preprocess']['size']} px "
+              f"({args.settings} settings, random weights), {os.cpu_count()} CPU(s), "
+              f"OMP_NUM_THREADS={env.get('OMP_NUM_THREADS', 'unset')}")  # fmt: skip
+        print(
+            f"import pipeline.serving.predict_cli: median {statistics.median(imports):.2f} s of {args.runs}"
+        )
+        print(f"{'tta':>6} | {'wall s':>7} | {'imports+start s':>15} | {'load model':>10} | {'read':>5} | "
+              f"{'segment':>7} | {'write':>5}")  # fmt: skip
+        for tta in args.tta:
+            runs = [
+                run_predict(checkpoint, cine, folder / f"out-{tta}-{i}", tta, env) for i in range(args.runs)
+            ]
+            wall, phases = sorted(runs, key=lambda r: r[0])[len(runs) // 2]  # the median run
+            start = wall - sum(phases.values())
+            print(f"{tta:>6} | {wall:7.2f} | {start:15.2f} | {phases.get('load model', 0):10.2f} | "
+                  f"{phases.get('read', 0):5.2f} | {phases.get('segment', 0):7.2f} | {phases.get('write', 0):5.2f}")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
