@@ -119,6 +119,35 @@ def is_dicom_dir(path: Path) -> bool:
     return path.is_dir() and any(has_dicm_preamble(p) for p in path.iterdir() if _is_candidate(p))
 
 
+def holds_dicom(folder: Path) -> bool:
+    """A folder with a DICOM Part 10 file anywhere below it."""
+    return any(has_dicm_preamble(p) for p in series_files(folder))
+
+
+def _study_uid(folder: Path) -> str:
+    import pydicom
+
+    first = next(p for p in series_files(folder) if has_dicm_preamble(p))
+    return str(pydicom.dcmread(first, stop_before_pixels=True).get("StudyInstanceUID", ""))
+
+
+def study_folders(root: Path) -> list[Path] | None:
+    """The cases of a folder of DICOM: ``[root]`` when it is one series or one study (DICOM files in it, one
+    sub-folder with DICOM, or series sub-folders sharing one StudyInstanceUID), else its sub-folders that
+    hold DICOM (one case each; an empty list when none does), or None when ``root`` is not a folder."""
+    if not root.is_dir():
+        return None
+    if is_dicom_dir(root):
+        return [root]
+    folders = [
+        p for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".") and holds_dicom(p)
+    ]
+    studies = {_study_uid(p) for p in folders}
+    if len(folders) == 1 or (len(studies) == 1 and "" not in studies):
+        return [root]
+    return folders
+
+
 # ---------------------------------------------------------------- reading headers
 
 

@@ -114,34 +114,17 @@ def _acdc_cine(folder: Path) -> Path | None:
     return cine if cine.is_file() else None
 
 
-def _holds_dicom(folder: Path) -> bool:
-    from pipeline.data.dicom import has_dicm_preamble, series_files
-
-    return any(has_dicm_preamble(p) for p in series_files(folder))
-
-
-def _one_study(folders: Sequence[Path]) -> bool:
-    """Series sub-folders of one study (same StudyInstanceUID), rather than one case each."""
-    import pydicom
-
-    from pipeline.data.dicom import has_dicm_preamble, series_files
-
-    studies = set()
-    for folder in folders:
-        first = next(p for p in series_files(folder) if has_dicm_preamble(p))
-        studies.add(str(pydicom.dcmread(first, stop_before_pixels=True).get("StudyInstanceUID", "")))
-    return len(folders) > 1 and len(studies) == 1 and "" not in studies
-
-
 def discover_cases(path: Path) -> tuple[list[Case], bool]:
     """The cases of ``--input`` and whether it is a folder of cases (outputs in one folder per case).
 
     Raises:
         DataError: the input is missing or holds nothing this CLI can read.
     """
+    from pipeline.data.dicom import is_dicom_dir, study_folders
+
     if path.is_file() or not path.exists():
         return [Case(input_stem(path), path)], False
-    if imageio.READERS["dicom"][0](path):
+    if is_dicom_dir(path):
         return [Case(path.name, path)], False
     acdc = _acdc_cine(path)
     if acdc is not None:  # one ACDC patient folder
@@ -153,11 +136,10 @@ def discover_cases(path: Path) -> tuple[list[Case], bool]:
         files = sorted(p for p in path.iterdir() if p.is_file() and p.name.endswith(imageio.NIFTI_SUFFIXES))
         cases = [Case(input_stem(p), p) for p in files]
     if not cases:
-        folders = [p for p in sorted(path.iterdir()) if p.is_dir() and not p.name.startswith(".")]
-        dicom = [p for p in folders if _holds_dicom(p)]
-        if dicom and _one_study(dicom):
+        studies = study_folders(path) or []
+        if studies == [path]:  # one study whose series sit in sub-folders
             return [Case(path.name, path)], False
-        cases = [Case(p.name, p) for p in dicom]
+        cases = [Case(p.name, p) for p in studies]
     if not cases:
         raise DataError(path, "holds no cine: expected NIfTI files, patient*/patient*_4d.nii.gz folders or "
                               "DICOM series folders")  # fmt: skip
