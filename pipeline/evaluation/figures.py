@@ -54,6 +54,7 @@ def overlay_figure(
     path: Path | str,
     title: str = "",
     spacing: Sequence[float] | None = None,
+    panel_titles: Sequence[str] | None = None,
 ) -> Path:
     """Contours of the true (solid) and predicted (dashed) LV, MYO and RV on a few short-axis slices.
 
@@ -63,6 +64,7 @@ def overlay_figure(
         path: PNG file to write.
         title: figure title.
         spacing: optional (z, y, x) voxel size in mm, to draw pixels with their true aspect ratio.
+        panel_titles: one title per panel (default ``slice <z>``).
 
     Returns:
         ``path``.
@@ -82,7 +84,10 @@ def overlay_figure(
     aspect = float(spacing[1]) / float(spacing[2]) if spacing is not None else 1.0
     fig = _new_figure(3.0 * len(slices), 3.4)
     axes = fig.subplots(1, len(slices), squeeze=False)[0]
-    for ax, z in zip(axes, slices, strict=True):
+    titles = list(panel_titles) if panel_titles is not None else [f"slice {z}" for z in slices]
+    if len(titles) != len(slices):
+        raise ValueError(f"give one panel title per slice, got {len(titles)} for {len(slices)}")
+    for ax, z, panel in zip(axes, slices, titles, strict=True):
         ax.imshow(image[z], cmap="gray", aspect=aspect, interpolation="nearest")
         for name, value in STRUCTURES.items():
             for volume, style in ((gt, GT_STYLE), (pred, PRED_STYLE)):
@@ -95,7 +100,7 @@ def overlay_figure(
                         linestyles=style,
                         linewidths=1.2,
                     )
-        ax.set_title(f"slice {z}", fontsize=9)
+        ax.set_title(panel, fontsize=9)
         ax.set_axis_off()
     handles = [Line2D([], [], color=COLOURS[n], linestyle=GT_STYLE, label=f"{n} truth") for n in COLOURS]
     handles += [Line2D([], [], color=COLOURS[n], linestyle=PRED_STYLE, label=f"{n} pred") for n in COLOURS]
