@@ -225,7 +225,12 @@ def read_headers(sources: Iterable[tuple[str, Path | bytes]]) -> list[_Slice]:
         def load(name: str = name, source: Path | bytes = source) -> Any:
             return _read(name, source, headers_only=False)
 
-        item = _header(name, ds, load)
+        try:
+            item = _header(name, ds, load)
+        except DataError:
+            raise
+        except Exception as exc:  # a damaged element pydicom parses lazily (bad VR, odd value)
+            raise DataError(name, f"cannot read the DICOM header ({type(exc).__name__}: {exc})") from None
         if item is not None:
             slices.append(item)
     return slices
@@ -391,13 +396,26 @@ def _pixels(it: _Slice) -> np.ndarray:
     ds = it.load()
     try:
         data = ds.pixel_array
-    except Exception as exc:  # missing decoder, truncated pixel data, ...
+        slope = _optional_number(ds, "RescaleSlope") or 1.0
+        intercept = _optional_number(ds, "RescaleIntercept") or 0.0
+    except Exception as exc:  # missing decoder, truncated pixel data, a damaged element, ...
         raise DataError(it.name, f"cannot decode the pixel data ({type(exc).__name__}: {exc})") from None
     if data.shape != it.shape:
         raise DataError(it.name, f"pixel data of shape {data.shape} for Rows x Columns {it.shape}")
-    slope = _optional_number(ds, "RescaleSlope") or 1.0
-    intercept = _optional_number(ds, "RescaleIntercept") or 0.0
     return data.astype(np.float32) * np.float32(slope) + np.float32(intercept)
+
+
+def _patient(it: _Slice) -> dict[str, Any]:
+    """PatientID (text), PatientSize (m) and PatientWeight (kg) where the header has usable values."""
+    try:
+        ds = it.load()
+        found: dict[str, Any] = {"PatientID": str(ds.get("PatientID", "") or "")}
+        found.update({k: _optional_number(ds, k) for k in ("PatientSize", "PatientWeight")})
+    except DataError:
+        raise
+    except Exception:  # a damaged optional element: the cine itself was read
+        return {}
+    return {k: v for k, v in found.items() if v not in (None, "") and v != 0}
 
 
 def read_series(sources: Iterable[tuple[str, Path | bytes]], where: str | Path,
@@ -420,10 +438,7 @@ def read_series(sources: Iterable[tuple[str, Path | bytes]], where: str | Path,
     frame_ms = None
     if all(t is not None for t in times) and len(times) > 1:
         frame_ms = float(np.mean(np.diff(np.asarray(times, dtype=np.float64))))
-    ds = first.load()
-    patient = {
-        k: ds.get(k) for k in ("PatientID", "PatientSize", "PatientWeight") if ds.get(k) not in (None, "")
-    }
+    patient = _patient(first)
     return DicomCine(Image(np.ascontiguousarray(cine, dtype=np.float32), spacing, affine), items[0].series,
                      first.description, frame_ms, len(items), patient)  # fmt: skip
 
