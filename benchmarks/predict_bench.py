@@ -9,11 +9,13 @@ a separate fresh process that only imports the CLI module.
 
     python -m benchmarks.predict_bench                      # default TTA (flips) and none, 3 runs each
     python -m benchmarks.predict_bench --settings acdc-roi-cpu --tta none --runs 5 --threads 2
+    python -m benchmarks.predict_bench --tta none --precision fp32 bf16     # bf16 autocast on the CPU
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import re
 import statistics
@@ -70,11 +72,11 @@ def make_inputs(folder: Path, profile: dict[str, Any], frames: int, slices: int,
 
 
 def run_predict(
-    checkpoint: Path, cine: Path, out: Path, tta: str, env: dict[str, str]
+    checkpoint: Path, cine: Path, out: Path, tta: str, precision: str, env: dict[str, str]
 ) -> tuple[float, dict[str, float]]:
     """Wall seconds of one cold ``deunet predict`` process and its ``--timing`` phases."""
     cmd = [sys.executable, "-m", "pipeline.cli", "predict", "--model", str(checkpoint), "--input", str(cine),
-           "--out", str(out), "--device", "cpu", "--tta", tta, "--timing"]  # fmt: skip
+           "--out", str(out), "--device", "cpu", "--tta", tta, "--precision", precision, "--timing"]  # fmt: skip
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)
     wall = time.perf_counter() - start
@@ -92,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slices", type=int, default=7)
     parser.add_argument("--matrix", type=int, nargs=2, default=(95, 100), metavar=("Y", "X"))
     parser.add_argument("--tta", nargs="+", default=["flips", "none"])
+    parser.add_argument("--precision", nargs="+", default=["auto"], choices=["auto", "fp32", "bf16"])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS (default: torch's own)")
     args = parser.parse_args(argv)
@@ -111,15 +114,14 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"import pipeline.serving.predict_cli: median {statistics.median(imports):.2f} s of {args.runs}"
         )
-        print(f"{'tta':>6} | {'wall s':>7} | {'imports+start s':>15} | {'load model':>10} | {'read':>5} | "
-              f"{'segment':>7} | {'write':>5}")  # fmt: skip
-        for tta in args.tta:
-            runs = [
-                run_predict(checkpoint, cine, folder / f"out-{tta}-{i}", tta, env) for i in range(args.runs)
-            ]
+        print(f"{'tta':>6} | {'precision':>9} | {'wall s':>7} | {'imports+start s':>15} | {'load model':>10} | "
+              f"{'read':>5} | {'segment':>7} | {'write':>5}")  # fmt: skip
+        for tta, precision in itertools.product(args.tta, args.precision):
+            runs = [run_predict(checkpoint, cine, folder / f"out-{tta}-{precision}-{i}", tta, precision, env)
+                    for i in range(args.runs)]  # fmt: skip
             wall, phases = sorted(runs, key=lambda r: r[0])[len(runs) // 2]  # the median run
             start = wall - sum(phases.values())
-            print(f"{tta:>6} | {wall:7.2f} | {start:15.2f} | {phases.get('load model', 0):10.2f} | "
+            print(f"{tta:>6} | {precision:>9} | {wall:7.2f} | {start:15.2f} | {phases.get('load model', 0):10.2f} | "
                   f"{phases.get('read', 0):5.2f} | {phases.get('segment', 0):7.2f} | {phases.get('write', 0):5.2f}")  # fmt: skip
     return 0
 

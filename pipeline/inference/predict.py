@@ -33,6 +33,7 @@ from pipeline.inference.locate import (
 from pipeline.inference.postprocess import POSTPROCESS_MODES, postprocess
 from pipeline.inference.tta import TTA_MODES, tta_transforms
 from pipeline.models import SegmentationModel
+from pipeline.models.precision import bf16_enabled
 from pipeline.preprocessing.clips import clip_frames
 from pipeline.preprocessing.geometry import Geometry
 from pipeline.preprocessing.intensity import normalise
@@ -81,7 +82,10 @@ class Segmenter:
         size: in-plane input size used in training (preprocess.size), for geometry "resize" when
             ``geometry`` is not given.
         percentiles: intensity clipping percentiles used in training.
-        device: where to run; bf16 autocast is used on CUDA when ``bf16``.
+        device: where to run.
+        bf16: bf16 autocast; None (the default): on CUDA only. True also runs it on a CPU with native bf16
+            (AVX512-BF16/AMX; elsewhere it would be emulated and slower, so fp32 stays): faster, but the
+            labels differ slightly from fp32, so it is opt-in (docs/benchmarks.md); False: fp32 everywhere.
         batch_size: clips per forward pass.
         geometry: the in-plane map of training (:class:`Geometry`); default: resize to ``size``.
         tta: test-time augmentation, "none", "flips" (4 mirrorings) or "dihedral" (8: flips and rot90);
@@ -96,7 +100,7 @@ class Segmenter:
 
     def __init__(self, model: SegmentationModel | Sequence[SegmentationModel], size: int | None = None,
                  percentiles: Sequence[float] = (0.5, 99.5), device: str | torch.device = "cpu",
-                 batch_size: int = 32, bf16: bool = True, geometry: Geometry | None = None,
+                 batch_size: int = 32, bf16: bool | None = None, geometry: Geometry | None = None,
                  tta: str = "none", postprocess: str = "raw", view: View | None = None,
                  locate: str = "auto") -> None:  # fmt: skip
         models = [model] if isinstance(model, torch.nn.Module) else list(model)
@@ -182,7 +186,7 @@ class Segmenter:
 
     def _average(self, clips: torch.Tensor, tta: str) -> torch.Tensor:
         """:meth:`_forward` with the augmentations of ``tta``."""
-        autocast = self.bf16 and self.device.type == "cuda"
+        autocast = self.device.type == "cuda" if self.bf16 is None else bf16_enabled(self.device, self.bf16)
         total = None
         transforms = tta_transforms(tta)
         for model in self.models:

@@ -55,6 +55,7 @@ from pipeline.evaluation.clinical import CLINICAL_KEYS, CLINICAL_UNITS
 from pipeline.inference.locate import LOCATE_MODES
 from pipeline.inference.postprocess import POSTPROCESS_MODES
 from pipeline.inference.tta import TTA_MODES
+from pipeline.models.precision import PRECISIONS
 from pipeline.serving.codec import RequestError, decode_nifti, encode_cine, encode_labels
 from pipeline.serving.readout import Readout, readout
 from pipeline.serving.schema import CURVE_COLUMNS, DECOMPRESSION_FACTOR
@@ -158,6 +159,7 @@ class Predictor:
     tta: str = DEFAULT_TTA
     postprocess: str = DEFAULT_POSTPROCESS
     locate: str = "auto"
+    precision: str = "auto"
     _segment: Callable[[imageio.Image, bytes | None], tuple[bytes, Readout]] | None = field(
         default=None, repr=False
     )
@@ -179,6 +181,7 @@ class Predictor:
                 tta=self.tta,
                 postprocess=self.postprocess,
                 locate=self.locate,
+                bf16=PRECISIONS[self.precision],
             )
         except ValueError as exc:
             raise DataError(paths[0], str(exc)) from None
@@ -332,6 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--locate", default="auto", choices=LOCATE_MODES,
                         help="auto: a field of view much larger than training's is searched for the heart and "
                              "cropped to training's framing first; off: the whole slice (checkpoints)")  # fmt: skip
+    parser.add_argument("--precision", default="auto", choices=list(PRECISIONS),
+                        help="auto: bf16 on CUDA, fp32 on the CPU; bf16: also on the CPU (faster on CPUs with "
+                             "native bf16, labels differ slightly); fp32 everywhere (checkpoints)")  # fmt: skip
     parser.add_argument("--timing", action="store_true",
                         help="print the seconds spent loading the model, reading, segmenting and writing")  # fmt: skip
     return parser
@@ -370,7 +376,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     clock = _Clock()
     try:
         cases, many = discover_cases(args.input)
-        predictor = Predictor(args.model, args.device, args.tta, args.postprocess, args.locate).load()
+        predictor = Predictor(
+            args.model, args.device, args.tta, args.postprocess, args.locate, args.precision
+        ).load()
         clock.lap("load model")
     except (PipelineError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -103,11 +103,13 @@ class CineSegmentationModel(PythonModel):
     Artifacts: ``checkpoint_00``, ``checkpoint_01``, ... (pipeline checkpoints, read with
     ``weights_only=True``; several are a fold ensemble; an older model's single ``checkpoint`` works too).
     model_config: ``max_request_bytes`` (int), ``max_zip_members`` (int), ``device`` (``auto`` | ``cpu`` | ``cuda``),
-    ``batch_size`` (int), ``tta``, ``postprocess`` and ``locate`` (the Segmenter's options).
+    ``batch_size`` (int), ``tta``, ``postprocess`` and ``locate`` (the Segmenter's options), ``precision``
+    (``auto``: bf16 on CUDA, fp32 on the CPU | ``fp32`` | ``bf16``).
     """
 
     def load_context(self, context: PythonModelContext) -> None:
         from pipeline.inference.predict import Segmenter, resolve_device
+        from pipeline.models.precision import PRECISIONS
         from pipeline.training.checkpoint import load_checkpoint
 
         config = dict(context.model_config or {})
@@ -120,6 +122,7 @@ class CineSegmentationModel(PythonModel):
             ckpts, names=[context.artifacts[k] for k in names], device=device,
             batch_size=int(config.get("batch_size", 16)), tta=str(config.get("tta", "none")),
             postprocess=str(config.get("postprocess", "raw")), locate=str(config.get("locate", "auto")),
+            bf16=PRECISIONS[str(config.get("precision", "auto"))],
         )  # fmt: skip
         log.info("loaded %d x %s on %s (tta %s, %s; limit %d bytes)", len(ckpts), ckpts[0]["model_name"], device,
                  self.segmenter.tta, self.segmenter.postprocess, self.max_request_bytes)  # fmt: skip
