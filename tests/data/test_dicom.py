@@ -10,6 +10,7 @@ import pydicom
 import pytest
 
 from pipeline.data import dicom, imageio
+from pipeline.data.phantom import PhantomConfig, iter_records
 from pipeline.errors import DataError
 from tests.conftest import make_record
 
@@ -22,9 +23,13 @@ def _rotation(angle: float = 0.4) -> np.ndarray:
     return rz @ rx
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def record():  # type: ignore[no-untyped-def]
-    return make_record(t=5, z=5, y=12, x=10, rotation=_rotation())
+    """A phantom patient (5 frames x 5 slices of 48 x 48, 8 mm apart, randomly oblique), read-only."""
+    cfg = PhantomConfig(
+        n_patients=1, matrix=(48, 48), n_frames=(5, 5), n_slices=(5, 5), slice_thickness_mm=(8.0, 8.0)
+    )
+    return next(iter_records(cfg))
 
 
 def _shuffled_names(seed: int = 0):  # type: ignore[no-untyped-def]
