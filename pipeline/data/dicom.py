@@ -50,7 +50,7 @@ IGNORED_NAMES = ("DICOMDIR",)
 #: Largest number of files one series folder may hold (a guard against pointing at a whole archive).
 MAX_FILES = 20_000
 
-_MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
+_MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"  # MR Image Storage SOP class
 
 
 @dataclass(frozen=True)
@@ -470,7 +470,7 @@ def write_series(cine: np.ndarray, affine: np.ndarray, folder: Path | str, *, se
     Returns the files written.
     """
     from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
     cine = np.asarray(cine, dtype=np.float64)
     if cine.ndim == 3:
@@ -491,7 +491,7 @@ def write_series(cine: np.ndarray, affine: np.ndarray, folder: Path | str, *, se
         position = (lps @ np.array([0.0, 0.0, z, 1.0]))[:3]
         for t in range(t_count):
             meta = FileMetaDataset()
-            meta.MediaStorageSOPClassUID = _MR_IMAGE_STORAGE
+            meta.MediaStorageSOPClassUID = UID(_MR_IMAGE_STORAGE)
             meta.MediaStorageSOPInstanceUID = generate_uid()
             meta.TransferSyntaxUID = ExplicitVRLittleEndian
             ds = Dataset()
