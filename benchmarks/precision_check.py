@@ -55,9 +55,8 @@ def main(argv: list[str] | None = None) -> int:
         results = evaluate_patients(seg, raw, spec["val"], args.fold, cfg, progress=False)
         seconds = time.perf_counter() - start
         h = headline([c for r in results for c in r.cases["lcc_fill"]])
-        print(
-            f"| {'bf16' if bf16 else 'fp32'} | {h['dice']:.4f} | {h['hd']:.2f} | {h['assd']:.3f} | {seconds:.0f} |"
-        )
+        print(f"| {'bf16' if bf16 else 'fp32'} | {h['mean_dice']:.4f} | {h['mean_hd']:.2f} | {h['mean_assd']:.3f} | "
+              f"{h['dice_RV_ES']:.3f} | {seconds:.0f} |")  # fmt: skip
         labels[bf16] = []
         for pid in spec["val"]:
             rec = read_patient(raw / pid, with_cine_labels=False)
