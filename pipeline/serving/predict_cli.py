@@ -48,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.atomic import atomic_write_bytes, atomic_write_text
+from pipeline.atomic import atomic_directory, atomic_write_bytes, atomic_write_text
 from pipeline.data import imageio
 from pipeline.errors import DataError, PipelineError
 from pipeline.evaluation.clinical import CLINICAL_KEYS, CLINICAL_UNITS
@@ -358,14 +358,19 @@ class _Clock:
         return spent
 
 
-def _run_one(
-    predictor: Predictor, case: Case, out: Path, series: str | None, clock: _Clock
-) -> tuple[Readout, int]:
+def _run_one(predictor: Predictor, case: Case, out: Path, series: str | None, clock: _Clock,
+             own_folder: bool = False) -> tuple[Readout, int]:  # fmt: skip
+    """Read, segment and write one case into ``out``; with ``own_folder`` (a folder of cases) ``out`` is
+    the case's own folder, written whole or not at all."""
     image, data = read_case(case, series)
     clock.lap("read")
     labels_nifti, result = predictor(image, data)
     clock.lap("segment")
-    write_outputs(out, case.name, labels_nifti, result, title=case.path.name)
+    if own_folder:
+        with atomic_directory(out) as tmp:
+            write_outputs(tmp, case.name, labels_nifti, result, title=case.path.name)
+    else:
+        write_outputs(out, case.name, labels_nifti, result, title=case.path.name)
     clock.lap("write")
     return result, image.array.shape[0]
 
@@ -410,13 +415,13 @@ def _run_many(
             bar.set_postfix_str(case.name)
             start = time.perf_counter()
             try:
-                result, _ = _run_one(predictor, case, out / case.name, series, clock)
+                result, _ = _run_one(predictor, case, out / case.name, series, clock, own_folder=True)
                 rows.append(summary_row(case, time.perf_counter() - start, result))
             except (PipelineError, ValueError, OSError) as exc:
                 failed += 1
                 bar.write(f"error: {exc}", file=sys.stderr)
                 rows.append(summary_row(case, time.perf_counter() - start, error=str(exc)))
-    write_summary(out / "summary.csv", rows)
+            write_summary(out / "summary.csv", rows)  # after every case: a stopped run keeps what it did
     print(f"{len(cases) - failed} of {len(cases)} case(s) done, {failed} failed -> {out / 'summary.csv'}")
     return failed
 
