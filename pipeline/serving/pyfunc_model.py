@@ -146,14 +146,12 @@ class CineSegmentationModel(PythonModel):
                     raise RequestError(
                         f"give exactly one of the columns {list(INPUT_COLUMNS)}, got {list(given)}"
                     )
-                (column, value), limit = (
-                    next(iter(given.items())),
-                    self.max_request_bytes * DECOMPRESSION_FACTOR,
-                )
+                ((column, value),) = given.items()
+                limit = self.max_request_bytes * DECOMPRESSION_FACTOR
                 raw = decode_payload(value, self.max_request_bytes, column)
                 if column == DICOM_ZIP_COLUMN:
                     cine, spacing, affine = decode_dicom_zip(
-                        raw, max_members=MAX_ZIP_MEMBERS, max_bytes=limit
+                        raw, max_members=self.max_zip_members, max_bytes=limit
                     )
                 else:
                     cine, spacing, affine = decode_nifti(raw, max_image_bytes=limit)

@@ -283,6 +283,9 @@ def test_bad_dicom_zips_get_400(served: Served, tmp_path: Path, case: str) -> No
     assert response.status_code == 400, (response.status_code, response.text[:500])
     message = response.json()["message"]
     assert "row 0: " in message
+    reason = {"zip-slip": "(zip-slip)", "too-many-members": f"members, more than the limit of {MAX_ZIP_MEMBERS}",
+              "zip-bomb": "(a zip bomb?)", "not-a-zip": "not a zip archive", "over-limit": "larger than the limit"}  # fmt: skip
+    assert reason[case] in message, message  # refused for its own reason, not a later one
     print(f"{case}: {message[-160:]!r}")
     assert not Path("/tmp/owned.dcm").exists()
 
