@@ -119,15 +119,14 @@ def is_dicom_dir(path: Path) -> bool:
     return path.is_dir() and any(has_dicm_preamble(p) for p in path.iterdir() if _is_candidate(p))
 
 
-def holds_dicom(folder: Path) -> bool:
-    """A folder with a DICOM Part 10 file anywhere below it."""
-    return any(has_dicm_preamble(p) for p in series_files(folder))
+def first_dicom(folder: Path) -> Path | None:
+    """The first DICOM Part 10 file below ``folder`` (in name order), or None."""
+    return next((p for p in series_files(folder) if has_dicm_preamble(p)), None)
 
 
-def _study_uid(folder: Path) -> str:
+def _study_uid(first: Path) -> str:
     import pydicom
 
-    first = next(p for p in series_files(folder) if has_dicm_preamble(p))
     return str(pydicom.dcmread(first, stop_before_pixels=True).get("StudyInstanceUID", ""))
 
 
@@ -139,10 +138,12 @@ def study_folders(root: Path) -> list[Path] | None:
         return None
     if is_dicom_dir(root):
         return [root]
-    folders = [
-        p for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".") and holds_dicom(p)
-    ]
-    studies = {_study_uid(p) for p in folders}
+    # One listing and one header read per sub-folder: its first DICOM file says both that it holds DICOM
+    # and which study it belongs to.
+    firsts = {p: first_dicom(p) for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".")}
+    found = {p: first for p, first in firsts.items() if first is not None}
+    folders = list(found)
+    studies = {_study_uid(first) for first in found.values()}
     if len(folders) == 1 or (len(studies) == 1 and "" not in studies):
         return [root]
     return folders
