@@ -18,6 +18,7 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,22 +35,30 @@ from pipeline.training.trainer import TrainConfig, train_fold
 from pipeline.vocabulary import PHASES, STRUCTURES
 
 REPO = Path(__file__).resolve().parents[1]
+#: Heart-centred crops like acdc-roi's: 96 px at 1.4-1.8 mm, about 150 mm around the heart.
 TRAIN = PhantomConfig(n_patients=10, matrix=(96, 96), inplane_spacing_mm=(1.4, 1.8), n_frames=(8, 10),
                       n_slices=(4, 6))  # fmt: skip
+#: The same 5 held-out hearts at every field of view (a patient's anatomy does not depend on the matrix).
 TEST = replace(TRAIN, n_patients=5, seed=7)
 VIEWS = {"1x (96 px, 1.4-1.8 mm)": TEST, "2x (192 px, 1.4-1.8 mm)": replace(TEST, matrix=(192, 192)),
          "~2x (320 px, 0.85-1.0 mm)": replace(TEST, matrix=(320, 320), inplane_spacing_mm=(0.85, 1.0))}  # fmt: skip
+#: ~25 s on one core (Dice ~0.93 at training's field of view).
 CFG = TrainConfig(model="unet", model_args={"base_channels": 8, "depth": 3}, max_epochs=40, batch_size=8,
                   lr=3e-3, patience=40, threads=1)  # fmt: skip
 
 
-def train(folder: Path) -> dict:
+def train(folder: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A checkpoint trained on TRAIN's patients (8 trained, 2 validated) under ``folder``, and the store's
+    metadata of the 8 it was trained on (tests/inference/test_field_of_view.py uses both)."""
     generate_dataset(folder / "raw", TRAIN)
     preprocess_dataset(folder / "raw", folder / "pre", PreprocessConfig(size=48, workers=1), progress=False)
     store = ClipStore(folder / "pre")
     ids = sorted(p["patient"] for p in store.patients)
     result = train_fold(store, ids[:-2], ids[-2:], CFG, folder / "work", 0, progress=False)
-    return load_checkpoint(folder / "work" / result.model_file)
+    trained = set(ids[:-2])
+    return load_checkpoint(folder / "work" / result.model_file), [
+        p for p in store.patients if p["patient"] in trained
+    ]
 
 
 def score(seg: Segmenter, cfg: PhantomConfig) -> tuple[float, float]:
@@ -72,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        ckpt = train(Path(tmp))
+        ckpt, _ = train(Path(tmp))
         print(f"trained {CFG.model} {CFG.model_args} on {TRAIN.n_patients - 2} phantom crops in "
               f"{time.perf_counter() - start:.0f} s; recorded view {ckpt['view']}")  # fmt: skip
     segs = {mode: Segmenter.from_checkpoint(ckpt, locate=mode) for mode in ("auto", "off")}

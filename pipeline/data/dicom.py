@@ -101,8 +101,13 @@ def has_dicm_preamble(path: Path) -> bool:
     return len(head) == 132 and head[128:] == b"DICM"
 
 
+def ignored_name(name: str) -> bool:
+    """A file name that is never a series' image: hidden (``.DS_Store``, ...) or :data:`IGNORED_NAMES`."""
+    return name.startswith(".") or name.upper() in IGNORED_NAMES
+
+
 def _is_candidate(path: Path) -> bool:
-    return path.is_file() and not path.name.startswith(".") and path.name.upper() not in IGNORED_NAMES
+    return path.is_file() and not ignored_name(path.name)
 
 
 def series_files(folder: Path) -> list[Path]:
@@ -315,7 +320,7 @@ def choose_series(slices: Sequence[_Slice], where: str | Path, series: str | Non
     raise DataError(where, f"{len(cines)} cine series, choose one with --series: {listing}")
 
 
-def _check_uniform(items: Sequence[_Slice], where: str | Path) -> None:
+def _check_uniform(items: Sequence[_Slice]) -> None:
     first = items[0]
     for it in items[1:]:
         if it.shape != first.shape:
@@ -329,8 +334,9 @@ def _check_uniform(items: Sequence[_Slice], where: str | Path) -> None:
 
 
 def _frame_key(items: Sequence[_Slice]) -> Callable[[_Slice], tuple[float, ...]]:
-    """Order frames by TriggerTime where every file has one and they are distinct per slice, else by
-    InstanceNumber (then by name, so the order never depends on the file system)."""
+    """Order frames by TriggerTime where every file has one (ties broken by InstanceNumber), else by
+    InstanceNumber; :func:`stack` breaks remaining ties by name, so the order never depends on the file
+    system, and refuses two files with the same key."""
     if all(it.trigger_time is not None for it in items):
         return lambda it: (float(it.trigger_time or 0.0), float(it.instance or 0))
     if all(it.instance is not None for it in items):
@@ -339,14 +345,14 @@ def _frame_key(items: Sequence[_Slice]) -> Callable[[_Slice], tuple[float, ...]]
     raise DataError(missing.name, "has neither TriggerTime nor InstanceNumber: the frame order is unknown")
 
 
-def stack(items: Sequence[_Slice], where: str | Path) -> tuple[list[list[_Slice]], float]:
+def stack(items: Sequence[_Slice]) -> tuple[list[list[_Slice]], float]:
     """Files as ``[slice][frame]`` (slices along the normal, frames in time) and the slice spacing (mm).
 
     Raises:
         DataError: mixed matrices, spacings or orientations; a slice with fewer (or more) frames than the
             others; two files at one slice and time; uneven gaps between slice positions.
     """
-    _check_uniform(items, where)
+    _check_uniform(items)
     pos, locations = _locations(items)
     per_slice: list[list[_Slice]] = [[] for _ in locations]
     for it, p in zip(items, pos, strict=True):
@@ -424,7 +430,7 @@ def read_series(sources: Iterable[tuple[str, Path | bytes]], where: str | Path,
     """The cine among ``sources`` (``(name, path or bytes)`` of each file); ``where`` labels errors."""
     slices = read_headers(sources)
     items = choose_series(slices, where, series)
-    per_slice, gap = stack(items, where)
+    per_slice, gap = stack(items)
     if len(per_slice[0]) < 2:
         raise DataError(where, f"{_describe(items[0].series, items)} is not a cine: one frame per slice")
     cine = np.stack([np.stack([_pixels(it) for it in files]) for files in per_slice], axis=1)

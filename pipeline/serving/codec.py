@@ -22,6 +22,7 @@ import numpy as np
 from pipeline.data import imageio
 from pipeline.data.imageio import DEFAULT_MAX_IMAGE_BYTES
 from pipeline.errors import RequestError
+from pipeline.serving.schema import MAX_ZIP_MEMBERS
 
 __all__ = [
     "RequestError",
@@ -36,7 +37,6 @@ GZIP_MAGIC = b"\x1f\x8b"
 #: A member whose declared size is more than this many times its compressed size is a zip bomb (DICOM
 #: images compress 2-10x; a bomb, thousands of times).
 MAX_ZIP_RATIO = 200
-DEFAULT_MAX_ZIP_MEMBERS = 10_000
 
 
 def gunzip_capped(data: bytes, max_bytes: int) -> bytes:
@@ -100,7 +100,7 @@ def _unsafe_member_name(name: str) -> str | None:
 
 
 def zip_members(
-    data: bytes, *, max_members: int = DEFAULT_MAX_ZIP_MEMBERS, max_bytes: int = DEFAULT_MAX_IMAGE_BYTES
+    data: bytes, *, max_members: int = MAX_ZIP_MEMBERS, max_bytes: int = DEFAULT_MAX_IMAGE_BYTES
 ) -> list[tuple[str, bytes]]:
     """The regular files of a zip archive as ``(name, bytes)``, refusing unsafe or oversized archives.
 
@@ -148,7 +148,7 @@ def zip_members(
 
 
 def decode_dicom_zip(
-    data: bytes, *, max_members: int = DEFAULT_MAX_ZIP_MEMBERS, max_bytes: int = DEFAULT_MAX_IMAGE_BYTES
+    data: bytes, *, max_members: int = MAX_ZIP_MEMBERS, max_bytes: int = DEFAULT_MAX_IMAGE_BYTES
 ) -> tuple[np.ndarray, tuple[float, float, float], np.ndarray]:
     """The cine of a zip of one DICOM series (or of one study), like :func:`decode_nifti`'s result.
 
@@ -159,13 +159,12 @@ def decode_dicom_zip(
         RequestError: an unsafe or oversized zip (see :func:`zip_members`), or no readable cine in it
             (the message names the member and the problem).
     """
-    from pipeline.data.dicom import IGNORED_NAMES, read_series
+    from pipeline.data.dicom import ignored_name, read_series
     from pipeline.errors import DataError
 
     members = [
         (name, content) for name, content in zip_members(data, max_members=max_members, max_bytes=max_bytes)
-        if not PurePosixPath(name).name.startswith(".") and PurePosixPath(name).name.upper() not in IGNORED_NAMES
-        and "__MACOSX" not in PurePosixPath(name).parts
+        if not ignored_name(PurePosixPath(name).name) and "__MACOSX" not in PurePosixPath(name).parts
     ]  # fmt: skip
     try:
         image = read_series(members, "zip").image

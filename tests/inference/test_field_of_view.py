@@ -14,55 +14,24 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.data.phantom import PhantomConfig, generate_dataset, iter_records
+from benchmarks.fov_demo import TEST, score, train
+from pipeline.data.phantom import PhantomConfig
 from pipeline.errors import ConfigError, DataError
-from pipeline.evaluation.metrics import dice
 from pipeline.inference.locate import View, checkpoint_view, window_starts
 from pipeline.inference.predict import Segmenter
-from pipeline.preprocessing.patient import PreprocessConfig
-from pipeline.preprocessing.run import preprocess_dataset
-from pipeline.preprocessing.store import ClipStore
-from pipeline.training.checkpoint import load_checkpoint
-from pipeline.training.trainer import TrainConfig, train_fold
-from pipeline.vocabulary import PHASES, STRUCTURES
 
 torch.set_num_threads(1)
-
-#: Heart-centred crops like acdc-roi's: 96 px at 1.4-1.8 mm, about 150 mm around the heart.
-TRAIN = PhantomConfig(n_patients=10, matrix=(96, 96), inplane_spacing_mm=(1.4, 1.8), n_frames=(8, 10),
-                      n_slices=(4, 6))  # fmt: skip
-#: The same 5 held-out hearts at every field of view (a patient's anatomy does not depend on the matrix).
-TEST = replace(TRAIN, n_patients=5, seed=7)
-#: ~22 s on one core (Dice ~0.93 at training's field of view).
-CFG = TrainConfig(model="unet", model_args={"base_channels": 8, "depth": 3}, max_epochs=40, batch_size=8,
-                  lr=3e-3, patience=40, threads=1)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """A checkpoint trained on TRAIN's patients (8 trained, 2 validated) and the store's metadata of the
-    8 it was trained on."""
-    root = tmp_path_factory.mktemp("fov")
-    generate_dataset(root / "raw", TRAIN)
-    preprocess_dataset(root / "raw", root / "pre", PreprocessConfig(size=48, workers=1), progress=False)
-    store = ClipStore(root / "pre")
-    ids = sorted(p["patient"] for p in store.patients)
-    train, val = ids[:-2], ids[-2:]
-    result = train_fold(store, train, val, CFG, root / "work", 0, progress=False)
-    return load_checkpoint(root / "work" / result.model_file), [
-        p for p in store.patients if p["patient"] in train
-    ]
+    """The checkpoint of benchmarks.fov_demo's recipe and the store's metadata of its training patients."""
+    return train(tmp_path_factory.mktemp("fov"))
 
 
 def _mean_dice(seg: Segmenter, cfg: PhantomConfig) -> float:
     """Mean 3D Dice of LV, MYO and RV at ED and ES over ``cfg``'s patients."""
-    scores = []
-    for rec in iter_records(cfg):
-        pred = seg.predict(rec.cine, [rec.frame_index(p) for p in PHASES], spacing=rec.spacing)
-        scores += [
-            dice(pred[i] == v, rec.labels[p] == v) for i, p in enumerate(PHASES) for v in STRUCTURES.values()
-        ]
-    return float(np.mean(scores))
+    return score(seg, cfg)[0]
 
 
 def test_training_records_the_median_field_of_view_of_its_patients(trained: tuple) -> None:
