@@ -27,8 +27,6 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
 from pipeline.atomic import atomic_directory
 from pipeline.data.dicom import DicomCine, read_dicom_dir, study_folders
 from pipeline.data.imageio import save_nifti
@@ -65,9 +63,7 @@ def import_study(study: Path, out_dir: Path, series: str | None = None) -> Path:
     cine = read_dicom_dir(study, series)
     with atomic_directory(target) as tmp:
         zooms_t = cine.frame_ms / 1000.0 if cine.frame_ms else None
-        save_nifti(
-            cine.image.array.astype(np.float32), cine.image.affine, tmp / f"{target.name}_4d.nii.gz", zooms_t
-        )
+        save_nifti(cine.image.array, cine.image.affine, tmp / f"{target.name}_4d.nii.gz", zooms_t)
         (tmp / "Info.cfg").write_text(info_cfg(cine))
         source = {"folder": str(study), "series_instance_uid": cine.series, "series_description": cine.description,
                   "files": cine.files, "frame_ms": cine.frame_ms, "spacing_zyx_mm": list(cine.image.spacing)}  # fmt: skip

@@ -4,8 +4,8 @@ one DICOM series, in memory only.
 The NIfTI <-> memory-convention conversion itself and its checks are :mod:`pipeline.data.imageio`'s and
 the DICOM series reading :mod:`pipeline.data.dicom`'s; this module only handles the bytes around them.
 A zip's limits (size, member count, names, compression ratio) are checked from its central directory
-before a member is decompressed, and every member is then read with a cap, since a header may lie. Every failure is a :class:`RequestError` with one readable
-sentence; nothing here touches the filesystem.
+before a member is decompressed, and every member is then read with a cap, since a header may lie.
+Every failure is a :class:`RequestError` with one readable sentence; nothing here touches the filesystem.
 """
 
 from __future__ import annotations

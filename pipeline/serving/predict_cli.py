@@ -13,9 +13,9 @@ averaged) or an MLflow model URI (``models:/name@champion``, ``runs:/...``; the 
 own folds, TTA and post-processing). ``--tta``, ``--postprocess`` and ``--locate`` apply to checkpoints;
 they are the options of :class:`pipeline.inference.predict.Segmenter`, the code evaluate scores. A field
 of view much larger than training's (a full scan, for a model trained on heart crops) is searched for the
-heart first and segmented in a window of training's field of view (``--locate auto``, the default). The model is loaded
-once for all cases. Writes, for each case ``<name>`` (the file name without ``.nii[.gz]``, the DICOM
-folder's name, or the ACDC patient id):
+heart first and segmented in a window of training's field of view (``--locate auto``, the default).
+The model is loaded once for all cases. Writes, for each case ``<name>`` (the file name without
+``.nii[.gz]``, the DICOM folder's name, or the ACDC patient id):
 
     <name>_labels.nii.gz   labels (X, Y, Z, T) uint8, 0 bg, 1 RV, 2 MYO, 3 LV, with the input's affine
     <name>_volumes.csv     frame (0-based), LV_ml, RV_ml, MYO_ml
@@ -350,12 +350,11 @@ class _Clock:
         self.phases: dict[str, float] = {}
         self._last = time.perf_counter()
 
-    def lap(self, phase: str) -> float:
+    def lap(self, phase: str) -> None:
+        """Add the time since the last lap to ``phase``."""
         now = time.perf_counter()
-        spent = now - self._last
-        self.phases[phase] = self.phases.get(phase, 0.0) + spent
+        self.phases[phase] = self.phases.get(phase, 0.0) + now - self._last
         self._last = now
-        return spent
 
 
 def _run_one(predictor: Predictor, case: Case, out: Path, series: str | None, clock: _Clock,
