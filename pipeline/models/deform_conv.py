@@ -102,10 +102,12 @@ def _deform_conv2d_grid_sample(
 ) -> Tensor:
     """Sample every tap with one ``grid_sample`` call, then mix channels and taps with one matrix product.
 
-    The sampling grid is built in one fused pass (``addcmul`` of the offsets, in grid_sample's (x, y) order
-    and normalised units, onto the regular grid), and the mixing is a batched matmul rather than a 1x1
-    convolution: on the CPU both avoid full-size temporaries and the slow unfused paths (2x faster per
-    DeU-Net training step than the first version, same numbers to rounding).
+    The sampling grid is built in one fused pass (``addcmul`` of the offsets, in normalised units, onto the
+    regular grid), and the mixing is a batched matmul rather than a 1x1 convolution: on the CPU both avoid
+    full-size temporaries and the slow unfused paths (2x faster per DeU-Net training step than the first
+    version, same numbers to rounding). The offsets are (dy, dx) pairs while grid_sample reads (x, y), so
+    the input is sampled transposed (its rows become grid_sample's x) instead of reordering every pair:
+    another ~10 % off a DeU-Net forward pass on the CPU (benchmarks/predict_bench.py).
     """
     b, c_in, h, w = x.shape
     c_out, c_per_wgroup, kh, kw = weight.shape
@@ -125,14 +127,15 @@ def _deform_conv2d_grid_sample(
     kj = torch.arange(kw, device=device, dtype=dtype) * dilation[1]
     base_y = (ki.view(kh, 1, 1, 1) + oy.view(1, 1, ho, 1)).expand(kh, kw, ho, wo)
     base_x = (kj.view(1, kw, 1, 1) + ox.view(1, 1, 1, wo)).expand(kh, kw, ho, wo)
-    base = torch.stack(((2 * base_x + 1) / w - 1, (2 * base_y + 1) / h - 1), dim=-1).reshape(taps, ho, wo, 2)
-    to_grid = torch.tensor([2.0 / w, 2.0 / h], device=device, dtype=dtype)  # pixels -> normalised (x, y)
-    # (B, G*K*2, Ho, Wo) -> (B, G, K, Ho, Wo, 2) with (dx, dy) last, as grid_sample wants (x, y).
-    off = offset.unflatten(1, (groups, taps, 2)).permute(0, 1, 2, 4, 5, 3).flip(-1)
-    grid = torch.addcmul(base, off.to(dtype), to_grid).view(b * groups, taps * ho, wo, 2)
+    # (row, column) order, as the offsets come: grid_sample's (x, y) of the transposed input.
+    base = torch.stack(((2 * base_y + 1) / h - 1, (2 * base_x + 1) / w - 1), dim=-1).reshape(taps, ho, wo, 2)
+    to_grid = torch.tensor([2.0 / h, 2.0 / w], device=device, dtype=dtype)  # pixels -> normalised (y, x)
+    # (B, G*K*2, Ho, Wo) -> (B, G, K, Ho, Wo, 2) with (dy, dx) last.
+    off = offset.unflatten(1, (groups, taps, 2)).permute(0, 1, 2, 4, 5, 3)
+    grid = torch.addcmul(base, off.to(dtype), to_grid).reshape(b * groups, taps * ho, wo, 2)
 
     sampled = F.grid_sample(
-        x.reshape(b * groups, cg, h, w).to(grid.dtype),
+        x.reshape(b * groups, cg, h, w).transpose(-1, -2).to(grid.dtype),
         grid,
         mode="bilinear",
         padding_mode="zeros",
