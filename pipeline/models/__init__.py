@@ -4,7 +4,7 @@ Every model maps a clip (B, 2r+1, H, W), target frame in the middle, to logits (
 background, RV, MYO, LV. Build one with ``build_model(name, **kwargs)``; ``available_models()`` lists names.
 """
 
-from pipeline.models.base import InputShapeError, ModelConfigError, SegmentationModel
+from pipeline.models.base import InputShapeError, ModelConfigError, SegmentationModel, class_map
 from pipeline.models.losses import DiceCELoss, soft_dice_per_class
 from pipeline.models.registry import MODEL_REGISTRY, available_models, build_model
 
@@ -16,5 +16,6 @@ __all__ = [
     "SegmentationModel",
     "available_models",
     "build_model",
+    "class_map",
     "soft_dice_per_class",
 ]

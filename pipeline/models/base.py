@@ -77,6 +77,15 @@ def check_input_size(input_size: object, multiple: int, reason: str) -> tuple[in
     return size
 
 
+def class_map(scores: Tensor) -> Tensor:
+    """The label map of (B, C, H, W) class scores (logits or probabilities): the index of the largest.
+
+    ``max(1).indices`` rather than ``argmax(1)``: the same labels (both take the first of tied maxima),
+    but torch's CPU argmax over the class axis is ~20x slower (54 vs 2 ms for 32 x 4 x 95 x 100 here).
+    """
+    return scores.max(1).indices
+
+
 def _recording_arguments(cls: type, init: Callable[..., None]) -> Callable[..., None]:
     """``init`` that first records its bound arguments (defaults applied) as ``self.config``.
 

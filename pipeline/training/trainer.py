@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from pipeline.errors import ConfigError
 from pipeline.inference.locate import training_view
-from pipeline.models import DiceCELoss, SegmentationModel, build_model
+from pipeline.models import DiceCELoss, SegmentationModel, build_model, class_map
 from pipeline.models.precision import autocast
 from pipeline.preprocessing.store import ClipStore
 from pipeline.training import distributed as dist
@@ -155,7 +155,7 @@ def validation_dice(
     for clip, label in loader:
         clip = clip.to(device).contiguous(memory_format=memory_format)
         with autocast(device, bf16):
-            pred = model(clip).argmax(1).cpu()
+            pred = class_map(model(clip)).cpu()
         for c in STRUCTURES.values():
             p, g = pred == c, label == c
             inter[c] += (p & g).sum()

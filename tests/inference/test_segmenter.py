@@ -180,6 +180,22 @@ def test_frames_and_batches_select_and_split_the_work_without_changing_it() -> N
     np.testing.assert_array_equal(labels, some.argmax(2))
 
 
+def test_batches_run_at_once_on_the_cpu_give_the_labels_of_one_after_another() -> None:
+    torch.manual_seed(4)
+    model = build_model("deunet", radius=1, base_channels=4, depth=2, offset_depth=2)
+    for name, p in model.named_parameters():  # trained-like offsets: the offset heads start at zero
+        if "offset" in name:
+            nn.init.normal_(p, 0.0, 0.2)
+    cine = _cine(8, (6, 4, 30, 27))  # 24 clips
+    one = Segmenter(model, size=32, batch_size=5, cpu_workers=1)
+    two = Segmenter(model, size=32, batch_size=5, cpu_workers=2)  # 5 batches over 2 threads
+    np.testing.assert_array_equal(two.probabilities(cine), one.probabilities(cine))
+    assert not (one.predict(cine) == 0).all()
+    np.testing.assert_array_equal(
+        two.predict(cine, postprocess="lcc_fill"), one.predict(cine, postprocess="lcc_fill")
+    )
+
+
 def test_bad_segmenter_options_and_inputs_are_refused() -> None:
     unet = build_model("unet", radius=1, base_channels=4, depth=2)
     other_r = build_model("unet", radius=2, base_channels=4, depth=2)
@@ -189,6 +205,7 @@ def test_bad_segmenter_options_and_inputs_are_refused() -> None:
         ({"model": unet, "size": None}, "needs the training size or geometry"),
         ({"model": unet, "tta": "sideways"}, "tta must be one of"),
         ({"model": unet, "postprocess": "largest"}, "postprocess must be one of"),
+        ({"model": unet, "cpu_workers": 0}, "cpu_workers must be >= 1, got 0"),
         ({"model": [unet, other_r]}, r"ensemble members differ in radius \[1, 2\]"),
         ({"model": [unet, other_c]}, r"ensemble members differ in radius \[1\] or classes \[3, 4\]"),
     ):
