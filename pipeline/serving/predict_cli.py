@@ -34,12 +34,15 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import csv
+import importlib
 import io
 import json
 import logging
 import math
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -374,6 +377,18 @@ def _run_one(predictor: Predictor, case: Case, out: Path, series: str | None, cl
     return result, image.array.shape[0]
 
 
+def _import_figure_modules() -> None:
+    """Import what the volume-curve figure needs, in a thread while the model runs.
+
+    matplotlib takes ~0.4 s to import; the forward passes release the GIL, so that time mostly overlaps
+    them instead of adding to the wall time (benchmarks/predict_bench.py: the write phase went from
+    0.55 to 0.12 s). A failure is left to the figure's own import, which reports it where it is handled.
+    """
+    with contextlib.suppress(Exception):
+        for module in ("matplotlib.figure", "matplotlib.backends.backend_agg"):
+            importlib.import_module(module)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -384,6 +399,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.model, args.device, args.tta, args.postprocess, args.locate, args.precision
         ).load()
         clock.lap("load model")
+        threading.Thread(target=_import_figure_modules, name="import-matplotlib", daemon=True).start()
     except (PipelineError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
