@@ -23,7 +23,6 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-from scipy import ndimage
 
 from pipeline.vocabulary import STRUCTURE_ORDER, STRUCTURES
 
@@ -31,7 +30,9 @@ __all__ = ["METRICS", "STATUSES", "STRUCTURE_ORDER", "binary_metrics", "evaluate
 METRICS = ("dice", "hd", "hd95", "assd")
 STATUSES = ("ok", "both_empty", "pred_empty", "gt_empty")
 
-_CROSS = ndimage.generate_binary_structure(3, 1)
+#: The 6-neighbourhood in 3D (scipy's generate_binary_structure(3, 1)), built without importing scipy:
+#: scipy.ndimage loads only when a metric is computed, so ``deunet predict`` does not import it at start.
+_CROSS = np.abs(np.indices((3, 3, 3)) - 1).sum(axis=0) <= 1
 
 
 def _check_spacing(spacing: Sequence[float]) -> tuple[float, float, float]:
@@ -64,6 +65,8 @@ def _crop_to_union(a: np.ndarray, b: np.ndarray, margin: int = 1) -> tuple[np.nd
 
 
 def _surface(mask: np.ndarray) -> np.ndarray:
+    from scipy import ndimage
+
     return mask ^ ndimage.binary_erosion(mask, structure=_CROSS, border_value=0)
 
 
@@ -87,6 +90,8 @@ def surface_distances(
         raise ValueError("surface distances need two non-empty masks (use binary_metrics for empty ones)")
     a, b = _crop_to_union(a, b)
     surf_a, surf_b = _surface(a), _surface(b)
+    from scipy import ndimage
+
     to_b = ndimage.distance_transform_edt(~surf_b, sampling=sampling)
     to_a = ndimage.distance_transform_edt(~surf_a, sampling=sampling)
     return np.asarray(to_b[surf_a], np.float64), np.asarray(to_a[surf_b], np.float64)

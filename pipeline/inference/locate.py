@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
 from pipeline.config import from_dict
 from pipeline.errors import ConfigError, DataError
@@ -155,6 +154,8 @@ def heart_centre(foreground: np.ndarray) -> tuple[float, float] | None:
     The component is connected in 3D (26 neighbours, as the ``lcc`` post-processing): a false positive
     elsewhere in the large field of view (a vessel, the stomach) is smaller than the heart through the stack.
     """
+    from scipy import ndimage  # here, not at import: see pipeline.evaluation.metrics' _CROSS
+
     components, n = ndimage.label(foreground > FOREGROUND, structure=np.ones((3, 3, 3), bool))
     if n == 0:
         return None

@@ -11,7 +11,6 @@ Stray components far from the heart are what make Hausdorff distances large; ``l
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
 
 from pipeline.vocabulary import STRUCTURES
 
@@ -39,6 +38,8 @@ def largest_component(labels: np.ndarray, connectivity: int = 3) -> np.ndarray:
         raise ValueError(f"labels must be a 3D (Z, Y, X) volume, got shape {labels.shape}")
     if connectivity not in (1, 2, 3):
         raise ValueError(f"connectivity must be 1, 2 or 3, got {connectivity}")
+    from scipy import ndimage  # here, not at import: see pipeline.evaluation.metrics' _CROSS
+
     structure = ndimage.generate_binary_structure(3, connectivity)
     out = labels.copy()
     for value in STRUCTURES.values():
@@ -64,6 +65,8 @@ def fill_holes(labels: np.ndarray) -> np.ndarray:
     labels = np.asarray(labels)
     if labels.ndim != 3:
         raise ValueError(f"labels must be a 3D (Z, Y, X) volume, got shape {labels.shape}")
+    from scipy import ndimage
+
     out = labels.copy()
     for name in FILL_ORDER:
         value = STRUCTURES[name]

@@ -36,6 +36,7 @@ import argparse
 import base64
 import contextlib
 import csv
+import functools
 import importlib
 import io
 import json
@@ -366,6 +367,7 @@ def _run_one(predictor: Predictor, case: Case, out: Path, series: str | None, cl
     the case's own folder, written whole or not at all."""
     image, data = read_case(case, series)
     clock.lap("read")
+    _import_later_modules()
     labels_nifti, result = predictor(image, data)
     clock.lap("segment")
     if own_folder:
@@ -377,16 +379,22 @@ def _run_one(predictor: Predictor, case: Case, out: Path, series: str | None, cl
     return result, image.array.shape[0]
 
 
-def _import_figure_modules() -> None:
-    """Import what the volume-curve figure needs, in a thread while the model runs.
+@functools.cache
+def _import_later_modules() -> None:
+    """Start importing, in a thread, what the steps after the forward passes need (once per process).
 
-    matplotlib takes ~0.4 s to import; the forward passes release the GIL, so that time mostly overlaps
-    them instead of adding to the wall time (benchmarks/predict_bench.py: the write phase went from
-    0.55 to 0.12 s). A failure is left to the figure's own import, which reports it where it is handled.
+    scipy.ndimage (post-processing) and matplotlib (the figure) take ~0.2 and ~0.4 s to import; the
+    forward passes release the GIL, so that time mostly overlaps them instead of adding to the wall time
+    (benchmarks/predict_bench.py). A failure is left to the modules' own imports, which report it where
+    they are handled.
     """
-    with contextlib.suppress(Exception):
-        for module in ("matplotlib.figure", "matplotlib.backends.backend_agg"):
-            importlib.import_module(module)
+
+    def run() -> None:
+        with contextlib.suppress(Exception):
+            for module in ("scipy.ndimage", "matplotlib.figure", "matplotlib.backends.backend_agg"):
+                importlib.import_module(module)
+
+    threading.Thread(target=run, name="import-later-modules", daemon=True).start()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -399,7 +407,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.model, args.device, args.tta, args.postprocess, args.locate, args.precision
         ).load()
         clock.lap("load model")
-        threading.Thread(target=_import_figure_modules, name="import-matplotlib", daemon=True).start()
     except (PipelineError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
