@@ -19,8 +19,8 @@ It is a probe, not a project path: onnx and onnxruntime are not dependencies of 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,16 +32,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.predict_bench import settings
+from benchmarks.predict_bench import import_seconds, settings
 from pipeline.models import build_model
-
-
-def fresh_import_seconds(module: str, runs: int) -> float:
-    """Median wall seconds of ``import module`` in a fresh interpreter."""
-    code = f"import time; t = time.perf_counter(); import {module}; print(time.perf_counter() - t)"
-    times = [float(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout)
-             for _ in range(runs)]  # fmt: skip
-    return statistics.median(times)
 
 
 def timed(run: Callable[[], object], repeats: int) -> float:
@@ -90,8 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{params['train']['model']} {params['train']['model_args']} at {size} px (params.yaml, random "
           f"weights), {args.clips} clips in batches of {args.batch}, torch {torch.__version__}, onnxruntime "
           f"{ort.__version__}, {torch.get_num_threads()} torch threads")  # fmt: skip
-    print(f"import torch: {fresh_import_seconds('torch', args.runs):.2f} s; import onnxruntime: "
-          f"{fresh_import_seconds('onnxruntime', args.runs):.2f} s (fresh processes, median of {args.runs})")  # fmt: skip
+    env = dict(os.environ)
+    torch_s, ort_s = (statistics.median(import_seconds(m, env, args.runs)) for m in ("torch", "onnxruntime"))
+    print(
+        f"import torch: {torch_s:.2f} s; import onnxruntime: {ort_s:.2f} s (fresh processes, median of {args.runs})"
+    )
 
     cl = model.to(memory_format=torch.channels_last)
 

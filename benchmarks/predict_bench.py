@@ -10,6 +10,7 @@ a separate fresh process that only imports the CLI module.
     python -m benchmarks.predict_bench                      # default TTA (flips) and none, 3 runs each
     python -m benchmarks.predict_bench --settings acdc-roi-cpu --tta none --runs 5 --threads 2
     python -m benchmarks.predict_bench --tta none --precision fp32 bf16     # bf16 autocast on the CPU
+
 """
 
 from __future__ import annotations
@@ -31,9 +32,11 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _python(code: str, env: dict[str, str]) -> str:
-    return subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, env=env,
-                          cwd=REPO).stdout  # fmt: skip
+def import_seconds(module: str, env: dict[str, str], runs: int) -> list[float]:
+    """Wall seconds of ``import module`` in ``runs`` fresh interpreters."""
+    code = f"import time; t = time.perf_counter(); import {module}; print(time.perf_counter() - t)"
+    return [float(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
+                                 env=env, cwd=REPO).stdout) for _ in range(runs)]  # fmt: skip
 
 
 def settings(name: str) -> dict[str, Any]:
@@ -105,8 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         folder = Path(tmp)
         profile = settings(args.settings)
         checkpoint, cine = make_inputs(folder, profile, args.frames, args.slices, tuple(args.matrix))
-        code = "import time; t = time.perf_counter(); import pipeline.serving.predict_cli; print(time.perf_counter() - t)"
-        imports = [float(_python(code, env)) for _ in range(args.runs)]
+        imports = import_seconds("pipeline.serving.predict_cli", env, args.runs)
         print(f"cine {args.frames} frames x {args.slices} slices x {args.matrix[0]} x {args.matrix[1]}, "
               f"{profile['train']['model']} {profile['train']['model_args']} at {profile['preprocess']['size']} px "
               f"({args.settings} settings, random weights), {os.cpu_count()} CPU(s), "
