@@ -11,6 +11,13 @@ a separate fresh process that only imports the CLI module.
     python -m benchmarks.predict_bench --settings acdc-roi-cpu --tta none --runs 5 --threads 2
     python -m benchmarks.predict_bench --tta none --precision fp32 bf16     # bf16 autocast on the CPU
 
+``--batching`` times ``Segmenter.predict`` in this process instead (no TTA, lcc_fill), for batch sizes
+16 and 32, one batch at a time or two at once on the CPU (``cpu_workers``), the settings alternating
+round by round so drift hits them alike, and checks that all give the same labels. ``--checkpoint``
+uses a trained model instead of the settings' random one (its own size; trained offsets):
+
+    python -m benchmarks.predict_bench --batching --runs 4
+    python -m benchmarks.predict_bench --batching --runs 4 --checkpoint data/bench/acdc_cv/base/deunet/fold0/final.pt
 """
 
 from __future__ import annotations
@@ -90,6 +97,34 @@ def run_predict(
     return wall, {k.strip(): v for k, v in phases.items()}
 
 
+def batching_table(checkpoint: Path, cine: Path, rounds: int) -> None:
+    """Print the median ``Segmenter.predict`` seconds per (batch size, CPU workers); the labels must agree."""
+    import numpy as np
+
+    from pipeline.data import imageio
+    from pipeline.inference.predict import Segmenter
+
+    image = imageio.read_nifti_cine(cine)
+    settings_ = [(batch, workers) for batch in (32, 16) for workers in (1, 2)]
+    segmenters = {key: Segmenter.from_files([checkpoint], batch_size=key[0], cpu_workers=key[1],
+                                            postprocess="lcc_fill") for key in settings_}  # fmt: skip
+    seconds: dict[tuple[int, int], list[float]] = {key: [] for key in settings_}
+    reference = None
+    for _ in range(rounds):
+        for key, segmenter in segmenters.items():
+            start = time.perf_counter()
+            labels = segmenter.predict(image.array, spacing=image.spacing)
+            seconds[key].append(time.perf_counter() - start)
+            reference = labels if reference is None else reference
+            if not np.array_equal(labels, reference):
+                raise SystemExit(f"batch {key[0]}, {key[1]} worker(s): the labels differ")
+    print(f"Segmenter.predict of {checkpoint} on the cine, median of {rounds} alternating rounds "
+          "(labels equal across all settings):")  # fmt: skip
+    print(f"{'batch':>5} | {'batches at once':>15} | {'s':>5}")
+    for (batch, workers), times in seconds.items():
+        print(f"{batch:>5} | {workers:>15} | {statistics.median(times):5.2f}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--settings", default="default", help="default (params.yaml) or a profile name")
@@ -100,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", nargs="+", default=["auto"], choices=["auto", "fp32", "bf16"])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS (default: torch's own)")
+    parser.add_argument("--batching", action="store_true",
+                        help="time Segmenter.predict in-process per batch size and CPU workers instead")  # fmt: skip
+    parser.add_argument("--checkpoint", type=Path, default=None, help="--batching: a trained checkpoint")
     args = parser.parse_args(argv)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     if args.threads:
@@ -108,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
         folder = Path(tmp)
         profile = settings(args.settings)
         checkpoint, cine = make_inputs(folder, profile, args.frames, args.slices, tuple(args.matrix))
+        if args.batching:
+            batching_table(args.checkpoint or checkpoint, cine, args.runs)
+            return 0
         imports = import_seconds("pipeline.serving.predict_cli", env, args.runs)
         print(f"cine {args.frames} frames x {args.slices} slices x {args.matrix[0]} x {args.matrix[1]}, "
               f"{profile['train']['model']} {profile['train']['model_args']} at {profile['preprocess']['size']} px "
