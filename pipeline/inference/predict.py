@@ -87,11 +87,12 @@ class Segmenter:
         bf16: bf16 autocast; None (the default): on CUDA only. True also runs it on a CPU with native bf16
             (AVX512-BF16/AMX; elsewhere it would be emulated and slower, so fp32 stays): faster, but the
             labels differ slightly from fp32, so it is opt-in (docs/benchmarks.md); False: fp32 everywhere.
-        batch_size: clips per forward pass (16: faster than 32 on a CPU, measured with cpu_workers 2).
+        batch_size: clips per forward pass (16: faster than 32 on a CPU in every run of
+            ``benchmarks.predict_bench --batching``).
         cpu_workers: on a CPU, how many batches run at once (threads; each op of a batch still uses torch's
             intra-op threads). These networks are too small at 64-96 px for two cores to share one op well:
-            two batches at once were ~20 % faster than one after another on 2 cores
-            (benchmarks/predict_bench.py). The labels are the same either way.
+            on 2 cores two at once took the forward passes from 1.24 to 0.90 s (benchmarks/onnx_probe.py),
+            a whole predict 5-13 % less in 3 of 5 runs (docs/benchmarks.md). The labels are the same.
         geometry: the in-plane map of training (:class:`Geometry`); default: resize to ``size``.
         tta: test-time augmentation, "none", "flips" (4 mirrorings) or "dihedral" (8: flips and rot90);
             softmax probabilities are averaged over them.
@@ -206,7 +207,6 @@ class Segmenter:
         assert total is not None
         return total / (len(self.models) * len(transforms))
 
-    @torch.no_grad()
     def _slices(self, cine: np.ndarray, frames: Sequence[int], spacing_yx: tuple[float, float] | None,
                 reduce: Callable[[torch.Tensor], torch.Tensor], forward: Callable[[torch.Tensor], torch.Tensor],
                 stats_from_clips: bool = False) -> np.ndarray:  # fmt: skip

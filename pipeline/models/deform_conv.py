@@ -107,7 +107,7 @@ def _deform_conv2d_grid_sample(
     full-size temporaries and the slow unfused paths (2x faster per DeU-Net training step than the first
     version, same numbers to rounding). The offsets are (dy, dx) pairs while grid_sample reads (x, y), so
     the input is sampled transposed (its rows become grid_sample's x) instead of reordering every pair:
-    another ~10 % off a DeU-Net forward pass on the CPU (benchmarks/predict_bench.py).
+    another ~20 % off a DeU-Net forward pass on one CPU thread (benchmarks/model_bench.py).
     """
     b, c_in, h, w = x.shape
     c_out, c_per_wgroup, kh, kw = weight.shape

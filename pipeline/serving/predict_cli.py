@@ -27,7 +27,8 @@ into ``--out`` for one case, and into ``--out/<name>/`` for a folder of cases, p
 the others go on; nothing is written for it.
 
 Exit status: 0 all done, 1 a case (or the model) failed (one line naming the file each), 2 bad usage.
-Only what the chosen path needs is imported: mlflow and pandas for an MLflow URI, pydicom for DICOM.
+Only what the chosen path needs is imported: mlflow and pandas for an MLflow URI, the DICOM reader for
+DICOM; scipy.ndimage and matplotlib load in a thread while the model runs.
 """
 
 from __future__ import annotations
