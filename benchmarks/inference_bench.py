@@ -74,9 +74,10 @@ def infer_job(job: dict[str, Any]) -> dict[str, Any]:
 
     args, device, base, model = _setup(job, job["channels_last"])
     seg = Segmenter(model, size=args.size, device=device, batch_size=job["batch"], bf16=job["bf16"])
-    if job["compile"]:  # Segmenter.model is a read-only view of the first member: compile the members
+    if job["compile"]:  # compile each member's torch module inside its TorchNetwork
         backend = job.get("compile_backend", "inductor")
-        seg.models = [torch.compile(m, dynamic=False, backend=backend) for m in seg.models]  # type: ignore[misc]
+        for net in seg.models:
+            net.module = torch.compile(net.module, dynamic=False, backend=backend)  # type: ignore[attr-defined]
     rng = np.random.default_rng(0)
     cine = rng.normal(100, 30, (args.frames, args.slices, args.size, args.size)).astype(np.float32)
     for _ in range(args.warmup):

@@ -130,7 +130,7 @@ def _one_run(model: str, seed: int, fold: int, base: TrainConfig, args: argparse
              train_seconds, time.perf_counter() - start)  # fmt: skip
     return {"model": model, "seed": seed, "fold": fold, "epochs": result.epochs_run, "best_epoch": result.best_epoch,
             "val_dice": result.best_dice, "train_seconds": train_seconds, "params": asdict(cfg),
-            "n_parameters": sum(p.numel() for p in seg.model.parameters()), "metrics": metrics}  # fmt: skip
+            "n_parameters": sum(p.numel() for p in seg.model.module.parameters()), "metrics": metrics}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

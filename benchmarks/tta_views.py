@@ -38,10 +38,10 @@ class ViewSegmenter(Segmenter):
 
     reverse = False
 
-    def _forward(self, clips: torch.Tensor) -> torch.Tensor:
-        clips = clips.flip(1) if self.reverse else clips
+    def _forward(self, clips: np.ndarray) -> np.ndarray:
+        clips = clips[:, ::-1] if self.reverse else clips
         views = tta_transforms("dihedral")
-        total = sum(inv(torch.softmax(self.model(fwd(clips)).float(), dim=1)) for fwd, inv in views)
+        total = sum(inv(self.model(fwd(clips))) for fwd, inv in views)
         return total / len(views)
 
 

@@ -3,9 +3,11 @@
 The preprocessing of training (intensity normalisation and the recorded in-plane geometry), clips around
 every requested frame (wrapping around the cycle), batched inference with optional test-time augmentation,
 probabilities averaged over the ensemble's models and the augmentations, the mapping back to the original
-grid and post-processing. A field of view much larger than training's is first searched for the heart and
-cropped to training's framing (pipeline.inference.locate). evaluate, ``deunet predict`` and the served
-model all call :class:`Segmenter`, so a user gets exactly the labels evaluate scores.
+grid and post-processing, all in numpy: only the network itself runs in torch or, for an ONNX export, in
+ONNX Runtime (pipeline.inference.network), so the two differ only in the network's arithmetic. A field
+of view much larger than training's is first searched for the heart and cropped to training's framing
+(pipeline.inference.locate). evaluate, ``deunet predict`` and the served model all call
+:class:`Segmenter`, so a user gets exactly the labels evaluate scores.
 """
 
 from __future__ import annotations
@@ -13,10 +15,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from pipeline.config import from_dict
 from pipeline.errors import ConfigError, DataError, RequestError
@@ -31,14 +32,16 @@ from pipeline.inference.locate import (
     paste,
     sliding_boxes,
 )
+from pipeline.inference.network import Network
 from pipeline.inference.postprocess import POSTPROCESS_MODES, postprocess
 from pipeline.inference.tta import TTA_MODES, tta_transforms
-from pipeline.models import SegmentationModel, class_map
-from pipeline.models.precision import bf16_enabled
 from pipeline.preprocessing.clips import clip_frames
 from pipeline.preprocessing.geometry import Geometry
 from pipeline.preprocessing.intensity import normalise
 from pipeline.preprocessing.patient import PreprocessConfig
+
+if TYPE_CHECKING:
+    from pipeline.models import SegmentationModel
 
 #: The checkpoint's preprocessing keys an ensemble's members must share (clip length is checked apart).
 SHARED_PREPROCESS = ("size", "percentiles", "geometry", "spacing_mm")
@@ -46,6 +49,8 @@ SHARED_PREPROCESS = ("size", "percentiles", "geometry", "spacing_mm")
 
 def resolve_device(device: str = "auto") -> str:
     """``"auto"`` -> ``"cuda"`` when a GPU is visible, else ``"cpu"``; other values pass through checked."""
+    import torch
+
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
@@ -79,18 +84,20 @@ class Segmenter:
 
     Args:
         model: a model from the registry, or several (a fold ensemble: probabilities are averaged); all
-            must share the temporal radius r and the number of classes.
+            must share the temporal radius r and the number of classes. A torch model is run by
+            :class:`~pipeline.inference.torch_network.TorchNetwork` on ``device`` with ``bf16``; a
+            :class:`~pipeline.inference.network.Network` (an ONNX model) runs as it is.
         size: in-plane input size used in training (preprocess.size), for geometry "resize" when
             ``geometry`` is not given.
         percentiles: intensity clipping percentiles used in training.
-        device: where to run.
-        bf16: bf16 autocast; None (the default): on CUDA only. True also runs it on a CPU with native bf16
+        device: where a torch model runs ("cpu", "cuda[:N]").
+        bf16: bf16 autocast of a torch model; None (the default): on CUDA only. True also runs it on a CPU with native bf16
             (AVX512-BF16/AMX; elsewhere it would be emulated and slower, so fp32 stays): faster, but the
             labels differ slightly from fp32, so it is opt-in (docs/benchmarks.md); False: fp32 everywhere.
         batch_size: clips per forward pass (16: faster than 32 on a CPU in every run of
             ``benchmarks.predict_bench --batching``).
-        cpu_workers: on a CPU, how many batches run at once (threads; each op of a batch still uses torch's
-            intra-op threads). These networks are too small at 64-96 px for two cores to share one op well:
+        cpu_workers: on a CPU, how many batches run at once (threads; each op of a batch still uses the
+            runtime's intra-op threads). These networks are too small at 64-96 px for two cores to share one op well:
             on 2 cores two at once took the forward passes from 1.24 to 0.90 s (benchmarks/onnx_probe.py),
             a whole predict 5-13 % less in 3 of 5 runs (docs/benchmarks.md). The labels are the same.
         geometry: the in-plane map of training (:class:`Geometry`); default: resize to ``size``.
@@ -104,20 +111,14 @@ class Segmenter:
             field of view around it is segmented (pipeline.inference.locate); "off": never.
     """
 
-    def __init__(self, model: SegmentationModel | Sequence[SegmentationModel], size: int | None = None,
-                 percentiles: Sequence[float] = (0.5, 99.5), device: str | torch.device = "cpu",
+    def __init__(self, model: SegmentationModel | Network | Sequence[SegmentationModel | Network],
+                 size: int | None = None, percentiles: Sequence[float] = (0.5, 99.5), device: str = "cpu",
                  batch_size: int = 16, bf16: bool | None = None, geometry: Geometry | None = None,
                  tta: str = "none", postprocess: str = "raw", view: View | None = None,
                  locate: str = "auto", cpu_workers: int = 2) -> None:  # fmt: skip
-        models = [model] if isinstance(model, torch.nn.Module) else list(model)
+        models = list(model) if isinstance(model, Sequence) else [model]
         if not models:
             raise ConfigError("Segmenter needs at least one model")
-        radii = {int(m.radius) for m in models}
-        classes = {int(getattr(m, "num_classes", 4)) for m in models}
-        if len(radii) > 1 or len(classes) > 1:
-            raise ConfigError(
-                f"ensemble members differ in radius {sorted(radii)} or classes {sorted(classes)}"
-            )
         if geometry is None:
             if size is None:
                 raise ConfigError("Segmenter needs the training size or geometry")
@@ -128,32 +129,35 @@ class Segmenter:
             raise ConfigError(f"postprocess must be one of {list(POSTPROCESS_MODES)}, got {postprocess!r}")
         if locate not in LOCATE_MODES:
             raise ConfigError(f"locate must be one of {list(LOCATE_MODES)}, got {locate!r}")
-        self.device = torch.device(device)
-        self.models = [m.to(self.device).eval() for m in models]
-        # channels_last: oneDNN's CPU convolutions run ~20-25 % faster on it (DeU-Net, 64-96 px, measured in
-        # benchmarks/predict_bench.py); the same fp32 arithmetic, so the same labels.
-        self.memory_format = torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
-        for m in self.models:
-            m.to(memory_format=self.memory_format)
-        self.radius, self.num_classes = radii.pop(), classes.pop()
-        self.geometry, self.size = geometry, geometry.size
-        self.batch_size, self.bf16, self.tta, self.postprocess = batch_size, bf16, tta, postprocess
-        self.percentiles = (float(percentiles[0]), float(percentiles[1]))
-        self.view, self.locate = view, locate
         if cpu_workers < 1:
             raise ConfigError(f"cpu_workers must be >= 1, got {cpu_workers}")
+        self.models: list[Network] = [m if isinstance(m, Network) else _torch_network(m, device, bf16)
+                                      for m in models]  # fmt: skip
+        radii = {m.radius for m in self.models}
+        classes = {m.num_classes for m in self.models}
+        if len(radii) > 1 or len(classes) > 1:
+            raise ConfigError(
+                f"ensemble members differ in radius {sorted(radii)} or classes {sorted(classes)}"
+            )
+        self.radius, self.num_classes = radii.pop(), classes.pop()
+        self.geometry, self.size = geometry, geometry.size
+        self.batch_size, self.tta, self.postprocess = batch_size, tta, postprocess
+        self.percentiles = (float(percentiles[0]), float(percentiles[1]))
+        self.view, self.locate = view, locate
         self.cpu_workers = int(cpu_workers)
 
     @property
-    def model(self) -> SegmentationModel:
-        """The first (or only) model."""
+    def model(self) -> Network:
+        """The first (or only) model's network."""
         return self.models[0]
 
     @classmethod
     def from_checkpoint(cls, ckpt: dict[str, Any] | Sequence[dict[str, Any]], names: Sequence[str] | None = None,
-                        **kwargs: Any) -> Segmenter:  # fmt: skip
+                        networks: Sequence[Network | None] | None = None, **kwargs: Any) -> Segmenter:  # fmt: skip
         """A Segmenter of one checkpoint or of an ensemble (``names`` label them in errors, e.g. files).
 
+        ``networks``: the member's network when it is not the torch model its checkpoint holds (an ONNX
+        model, whose ``checkpoint`` is its metadata); None entries rebuild the checkpoint's model.
         The field of view is the first member's: the folds of one store differ only in which patients
         their medians are taken over, and the view only sizes a window, so members are not compared.
 
@@ -162,8 +166,6 @@ class Segmenter:
                 temporal radius or classes (the message names the member and the difference), or the first
                 records a malformed view.
         """
-        from pipeline.training.checkpoint import model_from_checkpoint
-
         ckpts = [ckpt] if isinstance(ckpt, dict) else list(ckpt)
         labels = list(names) if names is not None else [f"checkpoint {i}" for i in range(len(ckpts))]
         pres = [checkpoint_preprocess(ck, name) for ck, name in zip(ckpts, labels, strict=True)]
@@ -176,39 +178,56 @@ class Segmenter:
                     diff.append(f"{key}: {cfg.get(key)!r} vs {cfg0.get(key)!r} in {labels[0]}")
             if diff:
                 raise DataError(name, f"cannot join the ensemble: {'; '.join(diff)}")
-        return cls([model_from_checkpoint(c) for c in ckpts], geometry=pres[0].network_geometry(),
-                   percentiles=pres[0].percentiles, view=checkpoint_view(ckpts[0], labels[0]), **kwargs)  # fmt: skip
+        nets = list(networks) if networks is not None else [None] * len(ckpts)
+        models: list[SegmentationModel | Network] = []
+        for ck, net in zip(ckpts, nets, strict=True):
+            if net is None:
+                from pipeline.training.checkpoint import model_from_checkpoint
+
+                models.append(model_from_checkpoint(ck))
+            else:
+                models.append(net)
+        return cls(models, geometry=pres[0].network_geometry(), percentiles=pres[0].percentiles,
+                   view=checkpoint_view(ckpts[0], labels[0]), **kwargs)  # fmt: skip
 
     @classmethod
     def from_files(cls, paths: Sequence[Path | str], **kwargs: Any) -> Segmenter:
-        """A Segmenter of the checkpoint files ``paths`` (several: a fold ensemble)."""
-        from pipeline.training.checkpoint import load_checkpoint
+        """A Segmenter of the model files ``paths`` (several: a fold ensemble): checkpoints (``.pt``) or
+        their ONNX exports (``.onnx``, run by ONNX Runtime on the CPU, without torch)."""
+        files = [Path(p) for p in paths]
+        ckpts: list[dict[str, Any]] = []
+        networks: list[Network | None] = []
+        for path in files:
+            if path.suffix == ".onnx":
+                from pipeline.inference.onnx_network import OnnxNetwork
 
-        paths = [Path(p) for p in paths]
-        return cls.from_checkpoint(
-            [load_checkpoint(p) for p in paths], names=[str(p) for p in paths], **kwargs
-        )
+                onnx = OnnxNetwork(path)
+                ckpts.append(onnx.checkpoint)
+                networks.append(onnx)
+            else:
+                from pipeline.training.checkpoint import load_checkpoint
 
-    def _forward(self, clips: torch.Tensor) -> torch.Tensor:
+                ckpts.append(load_checkpoint(path))
+                networks.append(None)
+        return cls.from_checkpoint(ckpts, names=[str(p) for p in files], networks=networks, **kwargs)
+
+    def _forward(self, clips: np.ndarray) -> np.ndarray:
         """(B, 2r+1, S, S) -> (B, C, S, S) softmax probabilities averaged over models and augmentations."""
         return self._average(clips, self.tta)
 
-    def _average(self, clips: torch.Tensor, tta: str) -> torch.Tensor:
+    def _average(self, clips: np.ndarray, tta: str) -> np.ndarray:
         """:meth:`_forward` with the augmentations of ``tta``."""
-        autocast = self.device.type == "cuda" if self.bf16 is None else bf16_enabled(self.device, self.bf16)
         total = None
         transforms = tta_transforms(tta)
         for model in self.models:
             for forward, inverse in transforms:
-                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=autocast):
-                    logits = model(forward(clips).contiguous(memory_format=self.memory_format))
-                probs = inverse(torch.softmax(logits.float(), dim=1))
+                probs = inverse(model(forward(clips)))
                 total = probs if total is None else total + probs
         assert total is not None
         return total / (len(self.models) * len(transforms))
 
     def _slices(self, cine: np.ndarray, frames: Sequence[int], spacing_yx: tuple[float, float] | None,
-                reduce: Callable[[torch.Tensor], torch.Tensor], forward: Callable[[torch.Tensor], torch.Tensor],
+                reduce: Callable[[np.ndarray], np.ndarray], forward: Callable[[np.ndarray], np.ndarray],
                 stats_from_clips: bool = False) -> np.ndarray:  # fmt: skip
         """``reduce`` of the (B, C, Y, X) probabilities of every (frame, slice), as (F, Z, ...) numpy.
 
@@ -226,17 +245,16 @@ class Segmenter:
         norm, _ = normalise(source.astype(np.float32, copy=False), self.percentiles)
         images = norm if stats_from_clips else norm[needed]
         net = self.geometry.images_to_network(images.reshape(-1, y, x), spacing_yx, fill=float(norm.min()))
-        resized = torch.from_numpy(net).view(len(needed), z, self.size, self.size)
+        resized = net.reshape(len(needed), z, self.size, self.size)
         keys = [(f, s) for f in frames for s in range(z)]
 
-        @torch.no_grad()  # the grad mode is per thread: the pool's workers need their own
         def batch(chunk: list[tuple[int, int]]) -> np.ndarray:
-            clips = torch.stack([resized[row[clips_of[f]], s] for f, s in chunk]).to(self.device)
-            probs = self.geometry.probabilities_back(forward(clips), (y, x), spacing_yx)
-            return reduce(probs).cpu().numpy()
+            clips = np.stack([resized[row[clips_of[f]], s] for f, s in chunk])
+            return reduce(self.geometry.probabilities_back(forward(clips), (y, x), spacing_yx))
 
         chunks = [keys[i : i + self.batch_size] for i in range(0, len(keys), self.batch_size)]
-        workers = min(self.cpu_workers if self.device.type == "cpu" else 1, len(chunks))
+        on_cpu = all(m.on_cpu for m in self.models)
+        workers = min(self.cpu_workers if on_cpu else 1, len(chunks))
         if workers > 1:
             with ThreadPoolExecutor(workers) as pool:
                 parts = list(pool.map(batch, chunks))
@@ -275,7 +293,7 @@ class Segmenter:
         return centred_box(centre or ((y - 1) / 2, (x - 1) / 2), window, (y, x))
 
     def _segment(self, cine: np.ndarray, frames: Sequence[int] | None, spacing: Sequence[float] | None,
-                 reduce: Callable[[torch.Tensor], torch.Tensor], background: np.ndarray) -> np.ndarray:  # fmt: skip
+                 reduce: Callable[[np.ndarray], np.ndarray], background: np.ndarray) -> np.ndarray:  # fmt: skip
         """``reduce`` of the probabilities of ``frames`` (all when None) on the cine's grid, (F, Z, ..., Y, X).
 
         On :meth:`heart_window` when there is one (``background`` outside it), else on the whole slice:
@@ -310,10 +328,17 @@ class Segmenter:
         """
         mode = self.postprocess if postprocess is None else postprocess
         background = np.zeros((), np.uint8)
-        labels = self._segment(cine, frames, spacing, lambda p: class_map(p).to(torch.uint8), background)
+        labels = self._segment(cine, frames, spacing, lambda p: p.argmax(1).astype(np.uint8), background)
         if mode != "raw":
             labels = np.stack([postprocess_volume(v, mode) for v in labels])
         return labels
+
+
+def _torch_network(model: SegmentationModel, device: str, bf16: bool | None) -> Network:
+    """``model`` behind the Network interface (imports torch: only a torch model gets here)."""
+    from pipeline.inference.torch_network import TorchNetwork
+
+    return TorchNetwork(model, device, bf16)
 
 
 def _check_cine(cine: np.ndarray) -> np.ndarray:

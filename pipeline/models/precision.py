@@ -13,10 +13,6 @@ import functools
 
 import torch
 
-#: Inference's ``precision`` option (``deunet predict --precision``, the served model's config) -> the
-#: Segmenter's ``bf16``: auto = bf16 on CUDA only, fp32 everywhere, bf16 also on a CPU with native bf16.
-PRECISIONS: dict[str, bool | None] = {"auto": None, "fp32": False, "bf16": True}
-
 
 @functools.cache
 def cpu_has_native_bf16() -> bool:

@@ -58,9 +58,9 @@ from pipeline.data import imageio
 from pipeline.errors import DataError, PipelineError
 from pipeline.evaluation.clinical import CLINICAL_KEYS, CLINICAL_UNITS
 from pipeline.inference.locate import LOCATE_MODES
+from pipeline.inference.network import PRECISIONS
 from pipeline.inference.postprocess import POSTPROCESS_MODES
 from pipeline.inference.tta import TTA_MODES
-from pipeline.models.precision import PRECISIONS
 from pipeline.serving.codec import RequestError, decode_nifti, encode_cine, encode_labels
 from pipeline.serving.readout import Readout, readout
 from pipeline.serving.schema import CURVE_COLUMNS, DECOMPRESSION_FACTOR

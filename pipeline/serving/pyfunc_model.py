@@ -108,8 +108,8 @@ class CineSegmentationModel(PythonModel):
     """
 
     def load_context(self, context: PythonModelContext) -> None:
+        from pipeline.inference.network import PRECISIONS
         from pipeline.inference.predict import Segmenter, resolve_device
-        from pipeline.models.precision import PRECISIONS
         from pipeline.training.checkpoint import load_checkpoint
 
         config = dict(context.model_config or {})

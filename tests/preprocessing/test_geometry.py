@@ -7,11 +7,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.preprocessing.geometry import Geometry
+from pipeline.preprocessing.geometry import Geometry, resample
 
 
-def _onehot(labels: np.ndarray) -> torch.Tensor:
-    return F.one_hot(torch.from_numpy(labels.astype(np.int64)), 4).permute(0, 3, 1, 2).float()
+def _onehot(labels: np.ndarray) -> np.ndarray:
+    return (labels[:, None] == np.arange(4).reshape(1, -1, 1, 1)).astype(np.float32)
 
 
 def _labels(shape: tuple[int, int], seed: int = 0) -> np.ndarray:
@@ -32,7 +32,7 @@ def test_round_trip_is_exact_when_no_resampling_is_needed(geometry: Geometry) ->
     labels = _labels(shape)
     net = geometry.labels_to_network(labels, (1.5, 1.5))
     assert net.shape == (2, geometry.size, geometry.size)
-    back = geometry.probabilities_back(_onehot(net), shape, (1.5, 1.5)).argmax(1).numpy()
+    back = geometry.probabilities_back(_onehot(net), shape, (1.5, 1.5)).argmax(1)
     np.testing.assert_array_equal(back, labels)
 
 
@@ -54,7 +54,7 @@ def test_cropped_border_comes_back_as_background_and_the_rest_matches() -> None:
     labels[0, 10:30, 10:30] = 3
     labels[0, 0:3, 0:3] = 1  # outside the centred 32 x 32 window
     back = g.probabilities_back(_onehot(g.labels_to_network(labels, (1.0, 1.0))), (40, 40), (1.0, 1.0))
-    out = back.argmax(1).numpy()
+    out = back.argmax(1)
     assert (out[0, 0:3, 0:3] == 0).all()
     np.testing.assert_array_equal(out[0, 4:36, 4:36], labels[0, 4:36, 4:36])
 
@@ -66,7 +66,7 @@ def test_resampled_round_trip_keeps_the_structures(geometry: Geometry) -> None:
     back = geometry.probabilities_back(
         _onehot(geometry.labels_to_network(labels, spacing)), (100, 95), spacing
     )
-    out = back.argmax(1).numpy()
+    out = back.argmax(1)
     for c in (1, 2, 3):
         dice = 2 * ((out == c) & (labels == c)).sum() / ((out == c).sum() + (labels == c).sum())
         assert dice > 0.95, (c, dice)
@@ -77,3 +77,23 @@ def test_bad_geometry_is_refused() -> None:
         Geometry("crop", 32)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="spacing_mm must be > 0"):
         Geometry("spacing", 32, 0.0)
+
+
+#: (source, target) shapes: shrinking, enlarging, both at once, and degenerate sizes.
+SHAPES = [((95, 100), (64, 64)), ((100, 95), (96, 96)), ((64, 64), (95, 100)), ((512, 512), (240, 236)),
+          ((256, 216), (183, 154)), ((7, 3), (2, 5)), ((1, 5), (3, 1))]  # fmt: skip
+
+
+@pytest.mark.parametrize("antialias", [True, False])
+@pytest.mark.parametrize(("source", "target"), SHAPES)
+def test_resampling_has_torchs_bilinear_weights(source: tuple[int, int], target: tuple[int, int],
+                                                antialias: bool) -> None:  # fmt: skip
+    # the numpy matrices reproduce F.interpolate (align_corners=False) with and without antialiasing, so
+    # a torch-free predict maps images as training's preprocessing did
+    images = np.random.default_rng(0).standard_normal((2, 3, *source))
+    expected = F.interpolate(torch.from_numpy(images), size=target, mode="bilinear", align_corners=False,
+                             antialias=antialias).numpy()  # fmt: skip
+    np.testing.assert_allclose(resample(images, target, antialias), expected, rtol=0, atol=1e-12)
+    single = resample(images.astype(np.float32), target, antialias)
+    assert single.dtype == np.float32
+    np.testing.assert_allclose(single, expected, rtol=0, atol=1e-5)

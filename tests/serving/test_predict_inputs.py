@@ -132,18 +132,19 @@ def test_folder_without_cines_is_one_clear_error(checkpoint: Path, tmp_path: Pat
 
 def test_the_predict_module_imports_only_what_every_path_needs() -> None:
     """A fresh interpreter importing the CLI module: the heavy optional parts are left to their paths
-    (mlflow, pandas: an MLflow URI; torchvision: CUDA; scipy.ndimage, matplotlib: after the forward
-    passes, from a thread). pydicom is not among them: nibabel imports it whenever it is installed."""
+    (torch: checkpoints; onnxruntime: ONNX exports; mlflow, pandas: an MLflow URI; torchvision: CUDA;
+    scipy.ndimage, matplotlib: after the forward passes, from a thread). pydicom is not among them:
+    nibabel imports it whenever it is installed."""
     import subprocess
     import sys
 
-    later = ["mlflow", "pandas", "torchvision", "scipy.ndimage", "matplotlib"]
+    later = ["torch", "onnxruntime", "mlflow", "pandas", "torchvision", "scipy.ndimage", "matplotlib"]
     code = (
         "import sys, pipeline.serving.predict_cli\n"
         f"print(','.join(m for m in {later!r} if m in sys.modules))\n"
-        "print('torch' in sys.modules)\n"
+        "print('nibabel' in sys.modules)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    loaded, torch_loaded = out.splitlines()
+    loaded, nibabel_loaded = out.splitlines()
     assert loaded == "", f"imported at start: {loaded}"
-    assert torch_loaded == "True"  # the check sees the modules the CLI does import
+    assert nibabel_loaded == "True"  # the check sees the modules the CLI does import
