@@ -1,6 +1,7 @@
 """The ``deunet`` console script: run any pipeline stage by name (``deunet preprocess --help``),
 segment cines with ``deunet predict --model ... --input cine.nii.gz|DICOM_DIR|FOLDER --out DIR``, turn
-DICOM studies into the ACDC layout with ``deunet import-dicom``, or run the Prefect flows with
+DICOM studies into the ACDC layout with ``deunet import-dicom``, export checkpoints for a torch-free
+predict with ``deunet export-onnx``, or run the Prefect flows with
 ``deunet flow run|retrain|serve``.
 
 DVC calls the stage modules directly (``python -m stages.<name>``); this entry point is the same code
@@ -18,7 +19,8 @@ from collections.abc import Sequence
 STAGES = ("download", "preprocess", "validate", "split", "tune", "train", "evaluate", "register")
 # Commands that are not DVC stages, and the modules that implement them.
 EXTRA = {"predict": "pipeline.serving.predict_cli", "import-dicom": "pipeline.data.dicom_import",
-         "flow": "pipeline.orchestration.cli", "profile": "pipeline.profiles"}  # fmt: skip
+         "export-onnx": "pipeline.inference.onnx_network", "flow": "pipeline.orchestration.cli",
+         "profile": "pipeline.profiles"}  # fmt: skip
 COMMANDS = (*STAGES, *EXTRA)
 #: Commands that leave the process with os._exit once done (only as a console script, never in-process).
 FAST_EXIT = ("predict",)

@@ -9,12 +9,13 @@ series is picked, ``--series`` chooses among several), or a folder of cases: an 
 (``patient*/patient*_4d.nii.gz``), a folder of NIfTI cines, or a folder of DICOM series/study folders.
 
 ``--model`` is one or more checkpoint files (``.pt``; several are a fold ensemble whose probabilities are
-averaged) or an MLflow model URI (``models:/name@champion``, ``runs:/...``; the logged model brings its
-own folds, TTA and post-processing). ``--tta``, ``--postprocess`` and ``--locate`` apply to checkpoints;
-they are the options of :class:`pipeline.inference.predict.Segmenter`, the code evaluate scores. A field
-of view much larger than training's (a full scan, for a model trained on heart crops) is searched for the
-heart first and segmented in a window of training's field of view (``--locate auto``, the default).
-The model is loaded once for all cases. Writes, for each case ``<name>`` (the file name without
+averaged), their ONNX exports (``.onnx``, from ``deunet export-onnx``: run by ONNX Runtime on the CPU, and
+torch is never imported), or an MLflow model URI (``models:/name@champion``, ``runs:/...``; the logged
+model brings its own folds, TTA and post-processing). ``--tta``, ``--postprocess`` and ``--locate`` apply
+to checkpoints and exports; they are the options of :class:`pipeline.inference.predict.Segmenter`, the
+code evaluate scores. A field of view much larger than training's (a full scan, for a model trained on
+heart crops) is searched for the heart first and segmented in a window of training's field of view
+(``--locate auto``, the default). The model is loaded once for all cases. Writes, for each case ``<name>`` (the file name without
 ``.nii[.gz]``, the DICOM folder's name, or the ACDC patient id):
 
     <name>_labels.nii.gz   labels (X, Y, Z, T) uint8, 0 bg, 1 RV, 2 MYO, 3 LV, with the input's affine
@@ -27,8 +28,9 @@ into ``--out`` for one case, and into ``--out/<name>/`` for a folder of cases, p
 the others go on; nothing is written for it.
 
 Exit status: 0 all done, 1 a case (or the model) failed (one line naming the file each), 2 bad usage.
-Only what the chosen path needs is imported: mlflow and pandas for an MLflow URI, the DICOM reader for
-DICOM; scipy.ndimage and matplotlib load in a thread while the model runs.
+Only what the chosen path needs is imported: torch for checkpoints, onnxruntime for ONNX exports, mlflow
+and pandas for an MLflow URI, the DICOM reader for DICOM; scipy.ndimage and matplotlib load in a thread
+while the model runs.
 """
 
 from __future__ import annotations
@@ -174,15 +176,33 @@ class Predictor:
         self._segment = self._checkpoints(paths) if paths is not None else self._mlflow(self.models[0])
         return self
 
+    def import_runtime(self) -> None:
+        """Import what runs the model (torch, onnxruntime or mlflow), so ``--timing`` shows it apart from
+        loading; a missing package is left to :meth:`load`, which reports it naming the model."""
+        paths = checkpoint_paths(self.models)
+        if paths is None:
+            module = "mlflow"
+        else:
+            module = "onnxruntime" if all(p.suffix == ".onnx" for p in paths) else "torch"
+        with contextlib.suppress(ImportError):
+            importlib.import_module(module)
+
     def _checkpoints(
         self, paths: list[Path]
     ) -> Callable[[imageio.Image, bytes | None], tuple[bytes, Readout]]:
         from pipeline.inference.predict import Segmenter, resolve_device
 
+        onnx = [p.suffix == ".onnx" for p in paths]
+        if any(onnx) and not all(onnx):
+            raise DataError(paths[onnx.index(False) if onnx[0] else onnx.index(True)],
+                            "cannot mix ONNX exports and checkpoints in one ensemble")  # fmt: skip
+        if all(onnx) and self.device not in ("auto", "cpu"):
+            raise DataError(paths[0], f"ONNX models run on the CPU (ONNX Runtime), not on {self.device!r}; "
+                                      "give the checkpoints to run on a GPU")  # fmt: skip
         try:
             segmenter = Segmenter.from_files(
                 paths,
-                device=resolve_device(self.device),
+                device="cpu" if all(onnx) else resolve_device(self.device),
                 tta=self.tta,
                 postprocess=self.postprocess,
                 locate=self.locate,
@@ -326,7 +346,7 @@ def write_summary(path: Path, rows: Sequence[dict[str, Any]]) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="predict", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, nargs="+",
-                        help="checkpoint .pt file(s) (several: a fold ensemble) or one MLflow model URI")  # fmt: skip
+                        help="checkpoint .pt file(s) (several: a fold ensemble), their .onnx exports, or one MLflow model URI")  # fmt: skip
     parser.add_argument("--input", required=True, type=Path,
                         help="NIfTI cine, DICOM series/study folder, or a folder of cases")  # fmt: skip
     parser.add_argument("--out", required=True, type=Path, help="output folder")
@@ -344,7 +364,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="auto: bf16 on CUDA, fp32 on the CPU; bf16: also on the CPU (faster on CPUs with "
                              "native bf16, labels differ slightly); fp32 everywhere (checkpoints)")  # fmt: skip
     parser.add_argument("--timing", action="store_true",
-                        help="print the seconds spent loading the model, reading, segmenting and writing")  # fmt: skip
+                        help="print the seconds spent importing the runtime, loading the model, reading, segmenting "
+                             "and writing")  # fmt: skip
     return parser
 
 
@@ -406,7 +427,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         cases, many = discover_cases(args.input)
         predictor = Predictor(
             args.model, args.device, args.tta, args.postprocess, args.locate, args.precision
-        ).load()
+        )
+        predictor.import_runtime()
+        clock.lap("import runtime")
+        predictor.load()
         clock.lap("load model")
     except (PipelineError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)

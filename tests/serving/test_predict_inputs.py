@@ -46,7 +46,11 @@ def test_dicom_series_gives_the_labels_of_the_same_cine_as_nifti(checkpoint: Pat
     dicom.write_series(record.cine, record.affine, series)
     assert _predict(checkpoint, series, tmp_path / "out_dicom", "--timing") == 0
     captured = capsys.readouterr()
-    assert "sax_cine: 6 frame(s)" in captured.out and "timing: load model" in captured.err
+    assert (
+        "sax_cine: 6 frame(s)" in captured.out
+        and "timing: import runtime" in captured.err
+        and "load model" in captured.err
+    )
     labels, affine = _labels(tmp_path / "out_dicom" / "sax_cine_labels.nii.gz")
     np.testing.assert_allclose(affine, record.affine, atol=1e-5)  # the DICOM geometry, as NIfTI
     # The cine the DICOM reader returns, written as NIfTI, segments to the same labels.
