@@ -1,18 +1,16 @@
-"""Would ONNX Runtime make a cold CPU predict faster? Import and compute of the default model, torch vs ORT.
+"""torch vs ONNX Runtime on the default model: import time and the forward passes of one cine.
 
-The question behind it: a cold ``deunet predict`` on 2 cores spends ~2 s importing torch before it does
-anything (benchmarks/predict_bench.py). ONNX Runtime imports in a fraction of that, so a torch-free
-predict path would start sooner, if ORT ran the model about as fast. This measures both halves on the
-params.yaml model (random weights; time does not depend on them) for the 210 clips of a 30-frame,
-7-slice cine, with the batch size and the two-batches-at-once threading the Segmenter uses on a CPU:
+The measurement behind the torch-free predict (pipeline.inference.onnx_network): a cold ``deunet
+predict`` on 2 cores spent ~2 s importing torch before it did anything (benchmarks/predict_bench.py),
+while ONNX Runtime imports in a fraction of that. This measures both halves on the params.yaml model
+(random weights with trained-like non-zero offsets; time does not depend on them) for the 210 clips of a
+30-frame, 7-slice cine, in batches, one or two batches at once as the Segmenter runs them on a CPU:
 
 - ``import torch`` and ``import onnxruntime``, each in a fresh process (median of ``--runs``);
-- the forward passes in torch (channels_last, as the Segmenter runs them) and in ORT (the model exported
-  with ``torch.onnx.export``), and the largest difference between their logits.
+- the forward passes of the checkpoint in torch (:class:`TorchNetwork`) and of its ``deunet
+  export-onnx`` export in ONNX Runtime (:class:`OnnxNetwork`) at 1 and 2 intra-op threads, and the
+  largest difference between their probabilities.
 
-It is a probe, not a project path: onnx and onnxruntime are not dependencies of the project.
-
-    .venv/bin/pip install onnx onnxruntime      # first, into the project's venv
     python -m benchmarks.onnx_probe
 """
 
@@ -24,7 +22,6 @@ import statistics
 import sys
 import tempfile
 import time
-import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -33,7 +30,10 @@ import numpy as np
 import torch
 
 from benchmarks.predict_bench import import_seconds, settings
+from pipeline.inference.onnx_network import OnnxNetwork, export_onnx
+from pipeline.inference.torch_network import TorchNetwork
 from pipeline.models import build_model
+from pipeline.training.checkpoint import save_checkpoint
 
 
 def timed(run: Callable[[], object], repeats: int) -> float:
@@ -61,22 +61,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args(argv)
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise SystemExit("onnxruntime is not installed: .venv/bin/pip install onnx onnxruntime") from None
+    import onnxruntime as ort
+
     params = settings("default")
     size = params["preprocess"]["size"]
     torch.manual_seed(0)
     model = build_model(
         params["train"]["model"], radius=params["train"]["radius"], **params["train"]["model_args"]
     )
-    model = model.eval().requires_grad_(False)
     # Trained-like offsets: the offset heads start at zero, which would make every deformable sample a
     # plain grid point.
-    for name, p in model.named_parameters():
-        if "offset" in name:
-            p.normal_(0, 0.05)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "offset" in name:
+                p.normal_(0, 0.05)
     frames = 2 * params["train"]["radius"] + 1
     clips = np.random.default_rng(0).standard_normal((args.clips, frames, size, size)).astype(np.float32)
     print(f"{params['train']['model']} {params['train']['model_args']} at {size} px (params.yaml, random "
@@ -87,46 +85,26 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"import torch: {torch_s:.2f} s; import onnxruntime: {ort_s:.2f} s (fresh processes, median of {args.runs})"
     )
-
-    cl = model.to(memory_format=torch.channels_last)
-
-    def torch_forward(batch: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return cl(torch.from_numpy(batch).contiguous(memory_format=torch.channels_last)).numpy()
-
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "model.onnx"
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(model, (torch.from_numpy(clips[: args.batch]),), str(path), input_names=["clips"],
-                              output_names=["logits"], dynamic_axes={"clips": {0: "batch"}, "logits": {0: "batch"}},
-                              opset_version=18, dynamo=False)  # fmt: skip
-        sessions = {}
+        checkpoint, exported = Path(tmp) / "model.pt", Path(tmp) / "model.onnx"
+        save_checkpoint(checkpoint, model, None, preprocess={"size": size, "percentiles": [0.5, 99.5]})
+        export_onnx(checkpoint, exported)
+        networks: dict[tuple[str, int], Callable[[np.ndarray], np.ndarray]] = {
+            ("torch", torch.get_num_threads()): TorchNetwork(model, "cpu")
+        }
         for intra in (1, 2):
-            options = ort.SessionOptions()
-            options.intra_op_num_threads, options.inter_op_num_threads = intra, 1
             start = time.perf_counter()
-            sessions[intra] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            networks["ORT", intra] = OnnxNetwork(exported, threads=intra)
             created = time.perf_counter() - start
         print(f"ORT session from the exported file: {created:.2f} s")
-        ref = in_batches(torch_forward, clips, args.batch, 1)
-        print(
-            f"{'runtime':>8} | {'intra-op threads':>16} | {'batches at once':>15} | {'s for all clips':>15} | max |logit diff|"
-        )
-        for workers in (1, 2):
-            seconds = timed(lambda w=workers: in_batches(torch_forward, clips, args.batch, w), args.runs)
-            print(f"{'torch':>8} | {torch.get_num_threads():>16} | {workers:>15} | {seconds:15.2f} | 0")
-        for intra, session in sessions.items():
-
-            def ort_forward(batch: np.ndarray, s: ort.InferenceSession = session) -> np.ndarray:
-                return s.run(None, {"clips": batch})[0]
-
+        ref = in_batches(networks["torch", torch.get_num_threads()], clips, args.batch, 1)
+        print(f"{'runtime':>8} | {'intra-op threads':>16} | {'batches at once':>15} | {'s for all clips':>15} | "
+              "max |probability diff|")  # fmt: skip
+        for (runtime, intra), network in networks.items():
             for workers in (1, 2):
-                seconds = timed(
-                    lambda w=workers, f=ort_forward: in_batches(f, clips, args.batch, w), args.runs
-                )
-                diff = float(np.abs(in_batches(ort_forward, clips, args.batch, workers) - ref).max())
-                print(f"{'ORT':>8} | {intra:>16} | {workers:>15} | {seconds:15.2f} | {diff:.1e}")
+                seconds = timed(lambda w=workers, n=network: in_batches(n, clips, args.batch, w), args.runs)
+                diff = float(np.abs(in_batches(network, clips, args.batch, workers) - ref).max())
+                print(f"{runtime:>8} | {intra:>16} | {workers:>15} | {seconds:15.2f} | {diff:.1e}")
     return 0
 
 

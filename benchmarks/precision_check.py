@@ -1,12 +1,13 @@
-"""fp32 vs bf16 CPU inference of a trained acdc_cv fold: accuracy, label agreement and time.
+"""fp32 vs bf16 vs ONNX Runtime CPU inference of a trained acdc_cv fold: accuracy, label agreement, time.
 
 Scores the fold's published model on its own validation patients (evaluate's headline variant:
-lcc_fill post-processing, the given TTA) once in fp32 and once with bf16 autocast on the CPU, and
-counts the voxels whose label differs between the two at ED and ES. bf16 is opt-in
-(``deunet predict --precision bf16``) until numbers like these say it costs nothing.
+lcc_fill post-processing, the given TTA) in fp32, with bf16 autocast on the CPU, and (``--onnx``) as its
+``deunet export-onnx`` export run by ONNX Runtime, and counts the voxels whose label differs from fp32
+torch at ED and ES. bf16 is opt-in (``deunet predict --precision bf16``) until numbers like these say it
+costs nothing.
 
     python -m benchmarks.acdc_cv run --models deunet --folds 0      # a trained fold first
-    python -m benchmarks.precision_check --tag base --model deunet --fold 0
+    python -m benchmarks.precision_check --tag base --model deunet --fold 0 --onnx
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -35,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fold", type=int, default=0)
     parser.add_argument("--tta", default="flips")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--onnx", action="store_true", help="also score the model's ONNX export")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     work = WORK / args.tag / args.model / f"fold{args.fold}"
@@ -44,29 +48,37 @@ def main(argv: list[str] | None = None) -> int:
     raw = (ROOT / run_params["download"]["local_path"]).resolve()
     files = [work / timing["model_file"]]
     cfg = EvaluateConfig(whole_cycle=False, tta=args.tta)
-    labels: dict[bool, list[np.ndarray]] = {}
+    labels: dict[str, list[np.ndarray]] = {}
     print(f"{args.tag}/{args.model}/fold{args.fold}: {len(spec['val'])} validation patients, tta {args.tta}, "
           f"{args.threads} thread(s)")  # fmt: skip
-    print("| precision | mean Dice | mean HD mm | mean ASSD mm | RV ES Dice | evaluate s |")
+    print("| runtime | mean Dice | mean HD mm | mean ASSD mm | RV ES Dice | evaluate s |")
     print("|---|---|---|---|---|---|")
-    for bf16 in (False, True):
-        seg = Segmenter.from_files(files, tta=args.tta, postprocess="lcc_fill", batch_size=32, bf16=bf16)
-        start = time.perf_counter()
-        results = evaluate_patients(seg, raw, spec["val"], args.fold, cfg, progress=False)
-        seconds = time.perf_counter() - start
-        h = headline([c for r in results for c in r.cases["lcc_fill"]])
-        print(f"| {'bf16' if bf16 else 'fp32'} | {h['mean_dice']:.4f} | {h['mean_hd']:.2f} | {h['mean_assd']:.3f} | "
-              f"{h['dice_RV_ES']:.3f} | {seconds:.0f} |")  # fmt: skip
-        labels[bf16] = []
-        for pid in spec["val"]:
-            rec = read_patient(raw / pid, with_cine_labels=False)
-            labels[bf16].append(
-                seg.predict(rec.cine, [rec.frame_index(p) for p in PHASES], spacing=rec.spacing)
-            )
-    changed = sum(int((a != b).sum()) for a, b in zip(labels[False], labels[True], strict=True))
-    foreground = sum(int((a > 0).sum()) for a in labels[False])
-    print(f"labels that differ between fp32 and bf16 at ED/ES: {changed} voxels, "
-          f"{100 * changed / max(foreground, 1):.3f} % of the fp32 foreground")  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        variants = {"fp32": (files, False), "bf16": (files, True)}
+        if args.onnx:
+            from pipeline.inference.onnx_network import export_onnx
+
+            export_onnx(files[0], Path(tmp) / "model.onnx")
+            variants["onnx"] = ([Path(tmp) / "model.onnx"], False)
+        for name, (paths, bf16) in variants.items():
+            seg = Segmenter.from_files(paths, tta=args.tta, postprocess="lcc_fill", batch_size=32, bf16=bf16)
+            start = time.perf_counter()
+            results = evaluate_patients(seg, raw, spec["val"], args.fold, cfg, progress=False)
+            seconds = time.perf_counter() - start
+            h = headline([c for r in results for c in r.cases["lcc_fill"]])
+            print(f"| {name} | {h['mean_dice']:.4f} | {h['mean_hd']:.2f} | {h['mean_assd']:.3f} | "
+                  f"{h['dice_RV_ES']:.3f} | {seconds:.0f} |")  # fmt: skip
+            labels[name] = []
+            for pid in spec["val"]:
+                rec = read_patient(raw / pid, with_cine_labels=False)
+                labels[name].append(
+                    seg.predict(rec.cine, [rec.frame_index(p) for p in PHASES], spacing=rec.spacing)
+                )
+    foreground = sum(int((a > 0).sum()) for a in labels["fp32"])
+    for name in [n for n in labels if n != "fp32"]:
+        changed = sum(int((a != b).sum()) for a, b in zip(labels["fp32"], labels[name], strict=True))
+        print(f"labels that differ between fp32 and {name} at ED/ES: {changed} voxels, "
+              f"{100 * changed / max(foreground, 1):.3f} % of the fp32 foreground")  # fmt: skip
     return 0
 
 

@@ -5,9 +5,10 @@ The cine is the synthetic phantom at the size of a real acdc-roi cine (default 3
 params.yaml, the embedded default, DeU-Net at 64 px; or a profile such as acdc-roi-cpu, DeU-Net at 96 px)
 with random weights, since time does not depend on the weights. Each run is a fresh
 ``python -m pipeline.cli predict ... --timing`` process, as a user runs it; the imports are measured in
-a separate fresh process that only imports the CLI module.
+a separate fresh process that only imports the CLI module. ``--runtime`` chooses torch (the checkpoint)
+and/or ONNX Runtime (the checkpoint's ``deunet export-onnx`` export; torch is never imported then).
 
-    python -m benchmarks.predict_bench                      # default TTA (flips) and none, 3 runs each
+    python -m benchmarks.predict_bench                      # default TTA (flips) and none, torch and ONNX
     python -m benchmarks.predict_bench --settings acdc-roi-cpu --tta none --runs 5 --threads 2
     python -m benchmarks.predict_bench --tta none --precision fp32 bf16     # bf16 autocast on the CPU
 
@@ -23,7 +24,6 @@ uses a trained model instead of the settings' random one (its own size; trained 
 from __future__ import annotations
 
 import argparse
-import itertools
 import os
 import re
 import statistics
@@ -82,10 +82,10 @@ def make_inputs(folder: Path, profile: dict[str, Any], frames: int, slices: int,
 
 
 def run_predict(
-    checkpoint: Path, cine: Path, out: Path, tta: str, precision: str, env: dict[str, str]
+    model: Path, cine: Path, out: Path, tta: str, precision: str, env: dict[str, str]
 ) -> tuple[float, dict[str, float]]:
     """Wall seconds of one cold ``deunet predict`` process and its ``--timing`` phases."""
-    cmd = [sys.executable, "-m", "pipeline.cli", "predict", "--model", str(checkpoint), "--input", str(cine),
+    cmd = [sys.executable, "-m", "pipeline.cli", "predict", "--model", str(model), "--input", str(cine),
            "--out", str(out), "--device", "cpu", "--tta", tta, "--precision", precision, "--timing"]  # fmt: skip
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)
@@ -133,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--matrix", type=int, nargs=2, default=(95, 100), metavar=("Y", "X"))
     parser.add_argument("--tta", nargs="+", default=["flips", "none"])
     parser.add_argument("--precision", nargs="+", default=["auto"], choices=["auto", "fp32", "bf16"])
+    parser.add_argument("--runtime", nargs="+", default=["torch", "onnx"], choices=["torch", "onnx"],
+                        help="torch: the checkpoint; onnx: its export, run by ONNX Runtime")  # fmt: skip
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS (default: torch's own)")
     parser.add_argument("--batching", action="store_true",
@@ -149,6 +151,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.batching:
             batching_table(args.checkpoint or checkpoint, cine, args.runs)
             return 0
+        models = {"torch": checkpoint}
+        if "onnx" in args.runtime:
+            from pipeline.inference.onnx_network import export_onnx
+
+            models["onnx"] = folder / "model.onnx"
+            export_onnx(checkpoint, models["onnx"])
         imports = import_seconds("pipeline.serving.predict_cli", env, args.runs)
         print(f"cine {args.frames} frames x {args.slices} slices x {args.matrix[0]} x {args.matrix[1]}, "
               f"{profile['train']['model']} {profile['train']['model_args']} at {profile['preprocess']['size']} px "
@@ -157,14 +165,21 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"import pipeline.serving.predict_cli: median {statistics.median(imports):.2f} s of {args.runs}"
         )
-        print(f"{'tta':>6} | {'precision':>9} | {'wall s':>7} | {'imports+start s':>15} | {'load model':>10} | "
-              f"{'read':>5} | {'segment':>7} | {'write':>5}")  # fmt: skip
-        for tta, precision in itertools.product(args.tta, args.precision):
-            runs = [run_predict(checkpoint, cine, folder / f"out-{tta}-{precision}-{i}", tta, precision, env)
-                    for i in range(args.runs)]  # fmt: skip
+        print(
+            "median run of each row; start: Python and the CLI module; runtime: importing torch or onnxruntime"
+        )
+        print(f"{'runtime':>7} | {'tta':>6} | {'precision':>9} | {'wall s':>6} | {'start':>5} | {'runtime':>7} | "
+              f"{'load model':>10} | {'read':>5} | {'segment':>7} | {'write':>5}")  # fmt: skip
+        # ONNX Runtime runs the export in fp32 (predict ignores --precision for it)
+        rows = [(runtime, tta, precision) for runtime in args.runtime for tta in args.tta
+                for precision in (args.precision if runtime == "torch" else ["fp32"])]  # fmt: skip
+        for runtime, tta, precision in rows:
+            runs = [run_predict(models[runtime], cine, folder / f"out-{runtime}-{tta}-{precision}-{i}", tta,
+                                precision, env) for i in range(args.runs)]  # fmt: skip
             wall, phases = sorted(runs, key=lambda r: r[0])[len(runs) // 2]  # the median run
             start = wall - sum(phases.values())
-            print(f"{tta:>6} | {precision:>9} | {wall:7.2f} | {start:15.2f} | {phases.get('load model', 0):10.2f} | "
+            print(f"{runtime:>7} | {tta:>6} | {precision:>9} | {wall:6.2f} | {start:5.2f} | "
+                  f"{phases.get('import runtime', 0):7.2f} | {phases.get('load model', 0):10.2f} | "
                   f"{phases.get('read', 0):5.2f} | {phases.get('segment', 0):7.2f} | {phases.get('write', 0):5.2f}")  # fmt: skip
     return 0
 
