@@ -36,8 +36,9 @@ from pipeline.inference.network import Network
 
 #: The metadata key holding the checkpoint's plain-data entries.
 METADATA_KEY = "deunet_checkpoint"
-#: ONNX opset of the export (GridSample, used by the deformable convolutions, needs >= 16).
-OPSET = 18
+#: ONNX opset of the export: GridSample (deformable convolutions, ToFlow's warping) needs >= 16 and
+#: AffineGrid (GridNet) 20; all eight registry models export at 20 (ONNX Runtime >= 1.17).
+OPSET = 20
 #: Largest difference from torch's probabilities an export may show on its check clips.
 EXPORT_TOLERANCE = 1e-4
 
@@ -117,7 +118,8 @@ def export_onnx(checkpoint: Path, out: Path, seed: int = 0) -> float:
 
     Raises:
         DataError: the checkpoint cannot be read or lacks its preprocessing, onnx or onnxruntime is
-            missing, or the export disagrees with torch by more than EXPORT_TOLERANCE (nothing is written).
+            missing, the model cannot be traced to ONNX, or the export disagrees with torch by more than
+            EXPORT_TOLERANCE (nothing is written in any of these cases).
     """
     import torch
 
@@ -147,9 +149,14 @@ def export_onnx(checkpoint: Path, out: Path, seed: int = 0) -> float:
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the tracer's warnings about Python ints in shapes
         traced = Path(tmp) / "model.onnx"
-        torch.onnx.export(wrapped, (clips[:2],), traced, input_names=["clips"], output_names=["probabilities"],
-                          dynamic_axes={"clips": {0: "batch"}, "probabilities": {0: "batch"}},
-                          opset_version=OPSET, dynamo=False)  # fmt: skip
+        try:
+            torch.onnx.export(wrapped, (clips[:2],), traced, input_names=["clips"], output_names=["probabilities"],
+                              dynamic_axes={"clips": {0: "batch"}, "probabilities": {0: "batch"}},
+                              opset_version=OPSET, dynamo=False)  # fmt: skip
+        except Exception as exc:  # torch.onnx's errors carry the whole graph: keep their first line
+            first = (str(exc).strip().splitlines() or [""])[0][:300]
+            raise DataError(checkpoint, f"cannot be exported to ONNX ({type(exc).__name__}: {first}); "
+                                        "nothing written") from None  # fmt: skip
         expected = wrapped(clips).numpy()
         proto = onnx.load(str(traced))
     entry = proto.metadata_props.add()

@@ -18,7 +18,7 @@ from pipeline.errors import DataError
 from pipeline.inference import onnx_network
 from pipeline.inference.locate import View
 from pipeline.inference.predict import Segmenter
-from pipeline.models import build_model
+from pipeline.models import available_models, build_model
 from pipeline.serving import predict_cli
 from pipeline.training.checkpoint import save_checkpoint
 from tests.conftest import make_record
@@ -133,3 +133,17 @@ def test_an_export_that_disagrees_with_torch_or_a_bad_checkpoint_writes_nothing(
     (tmp_path / "broken.pt").write_bytes(b"\x00" * 10)
     assert onnx_network.main(["--model", str(tmp_path / "broken.pt"), "--out", str(out)]) == 1
     assert "broken.pt" in capsys.readouterr().err and not out.exists()
+
+
+@pytest.mark.parametrize("name", available_models())
+def test_every_registry_model_exports_and_runs_like_torch(name: str, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = build_model(name, radius=1, base_channels=4, depth=2)
+    save_checkpoint(tmp_path / "m.pt", model, None, preprocess={"size": 32, "percentiles": [0.5, 99.5]})
+    assert onnx_network.export_onnx(tmp_path / "m.pt", tmp_path / "m.onnx") <= onnx_network.EXPORT_TOLERANCE
+    clips = np.random.default_rng(1).standard_normal((5, 3, 32, 32)).astype(np.float32)  # a fourth batch size
+    with torch.no_grad():
+        expected = torch.softmax(model.eval()(torch.from_numpy(clips)), dim=1).numpy()
+    np.testing.assert_allclose(
+        onnx_network.OnnxNetwork(tmp_path / "m.onnx")(clips), expected, rtol=0, atol=1e-5
+    )
