@@ -60,28 +60,9 @@ class OnnxNetwork(Network):
 
     def __init__(self, path: Path | str, threads: int | None = None) -> None:
         path = Path(path)
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise DataError(
-                path, "running an ONNX model needs onnxruntime (pip install onnxruntime)"
-            ) from None
         if not path.is_file():
             raise DataError(path, "ONNX model file is missing")
-        options = ort.SessionOptions()
-        options.inter_op_num_threads = 1
-        options.log_severity_level = (
-            3  # errors only: its warnings are about graph fusions, not the user's data
-        )
-        options.intra_op_num_threads = (
-            int(threads) if threads is not None else max(1, (os.cpu_count() or 2) // 2)
-        )
-        try:
-            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime's own exception types (InvalidProtobuf, Fail, ...)
-            raise DataError(
-                path, f"cannot read the ONNX model ({type(exc).__name__}: {str(exc)[:200]})"
-            ) from None
+        self.session = _session(path, path, threads)
         record = self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
         if record is None:
             raise DataError(path, f"is not a deunet export (no {METADATA_KEY!r} metadata); make one with "
@@ -93,10 +74,36 @@ class OnnxNetwork(Network):
             self.num_classes = int(config.get("num_classes", 4))
         except (ValueError, KeyError, TypeError) as exc:
             raise DataError(path, f"records malformed checkpoint metadata ({exc})") from None
-        self.path = path
 
     def __call__(self, clips: np.ndarray) -> np.ndarray:
         return self.session.run(None, {"clips": np.ascontiguousarray(clips, dtype=np.float32)})[0]
+
+
+def is_export(path: Path | str) -> bool:
+    """Whether a model file is an ONNX export (run by :class:`OnnxNetwork`) rather than a checkpoint."""
+    return Path(path).suffix == ".onnx"
+
+
+def _session(model: Path | bytes, where: Path, threads: int | None = None) -> Any:
+    """An ONNX Runtime CPU session of ``model`` (a file or its bytes); ``where`` names it in errors.
+
+    ``threads``: intra-op threads, None: half the cores, at least 1 (see :class:`OnnxNetwork`).
+    """
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise DataError(where, "running an ONNX model needs onnxruntime (pip install onnxruntime)") from None
+    options = ort.SessionOptions()
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # errors only: its warnings are about graph fusions, not the user's data
+    options.intra_op_num_threads = int(threads) if threads is not None else max(1, (os.cpu_count() or 2) // 2)
+    source = str(model) if isinstance(model, Path) else model
+    try:
+        return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime's own exception types (InvalidProtobuf, Fail, ...)
+        raise DataError(
+            where, f"cannot read the ONNX model ({type(exc).__name__}: {str(exc)[:200]})"
+        ) from None
 
 
 def checkpoint_metadata(ckpt: dict[str, Any]) -> dict[str, Any]:
@@ -169,14 +176,7 @@ def export_onnx(checkpoint: Path, out: Path, seed: int = 0) -> float:
 
 def _check(data: bytes, clips: np.ndarray, expected: np.ndarray, out: Path) -> float:
     """Run the exported bytes on ``clips`` (3 of them: another batch size than the export's 2)."""
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise DataError(out, "checking the export needs onnxruntime (pip install onnxruntime)") from None
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
-    got = session.run(None, {"clips": clips})[0]
+    got = _session(data, out).run(None, {"clips": clips})[0]
     diff = float(np.abs(got - expected).max()) if got.shape == expected.shape else math.inf
     if not diff <= EXPORT_TOLERANCE:
         raise DataError(out, f"the export disagrees with torch (largest probability difference {diff:.2e} > "

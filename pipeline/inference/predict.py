@@ -33,6 +33,7 @@ from pipeline.inference.locate import (
     sliding_boxes,
 )
 from pipeline.inference.network import Network
+from pipeline.inference.onnx_network import OnnxNetwork, is_export
 from pipeline.inference.postprocess import POSTPROCESS_MODES, postprocess
 from pipeline.inference.tta import TTA_MODES, tta_transforms
 from pipeline.preprocessing.clips import clip_frames
@@ -91,15 +92,17 @@ class Segmenter:
             ``geometry`` is not given.
         percentiles: intensity clipping percentiles used in training.
         device: where a torch model runs ("cpu", "cuda[:N]").
-        bf16: bf16 autocast of a torch model; None (the default): on CUDA only. True also runs it on a CPU with native bf16
-            (AVX512-BF16/AMX; elsewhere it would be emulated and slower, so fp32 stays): faster, but the
-            labels differ slightly from fp32, so it is opt-in (docs/benchmarks.md); False: fp32 everywhere.
+        bf16: bf16 autocast of a torch model; None (the default): on CUDA only. True also runs it on a CPU
+            with native bf16 (AVX512-BF16/AMX; elsewhere it would be emulated and slower, so fp32 stays):
+            faster, but the labels differ slightly from fp32, so it is opt-in (docs/benchmarks.md); False:
+            fp32 everywhere.
         batch_size: clips per forward pass (16: faster than 32 on a CPU in every run of
             ``benchmarks.predict_bench --batching``).
         cpu_workers: on a CPU, how many batches run at once (threads; each op of a batch still uses the
-            runtime's intra-op threads). These networks are too small at 64-96 px for two cores to share one op well:
-            on 2 cores two at once took the forward passes from 1.24 to 0.90 s (benchmarks/onnx_probe.py),
-            a whole predict 5-13 % less in 3 of 5 runs (docs/benchmarks.md). The labels are the same.
+            runtime's intra-op threads). These networks are too small at 64-96 px for two cores to share
+            one op well: on 2 cores two at once took torch's forward passes from 1.49 to 1.03 s and ONNX
+            Runtime's from 1.86 to 0.87 s (benchmarks/onnx_probe.py), a whole torch predict 5-13 % less in
+            3 of 5 runs (docs/benchmarks.md). The labels are the same.
         geometry: the in-plane map of training (:class:`Geometry`); default: resize to ``size``.
         tta: test-time augmentation, "none", "flips" (4 mirrorings) or "dihedral" (8: flips and rot90);
             softmax probabilities are averaged over them.
@@ -179,14 +182,11 @@ class Segmenter:
             if diff:
                 raise DataError(name, f"cannot join the ensemble: {'; '.join(diff)}")
         nets = list(networks) if networks is not None else [None] * len(ckpts)
-        models: list[SegmentationModel | Network] = []
-        for ck, net in zip(ckpts, nets, strict=True):
-            if net is None:
-                from pipeline.training.checkpoint import model_from_checkpoint
-
-                models.append(model_from_checkpoint(ck))
-            else:
-                models.append(net)
+        if any(net is None for net in nets):
+            from pipeline.training.checkpoint import model_from_checkpoint
+        models: list[SegmentationModel | Network] = [
+            model_from_checkpoint(ck) if net is None else net for ck, net in zip(ckpts, nets, strict=True)
+        ]
         return cls(models, geometry=pres[0].network_geometry(), percentiles=pres[0].percentiles,
                    view=checkpoint_view(ckpts[0], labels[0]), **kwargs)  # fmt: skip
 
@@ -198,9 +198,7 @@ class Segmenter:
         ckpts: list[dict[str, Any]] = []
         networks: list[Network | None] = []
         for path in files:
-            if path.suffix == ".onnx":
-                from pipeline.inference.onnx_network import OnnxNetwork
-
+            if is_export(path):
                 onnx = OnnxNetwork(path)
                 ckpts.append(onnx.checkpoint)
                 networks.append(onnx)

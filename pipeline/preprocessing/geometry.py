@@ -12,11 +12,11 @@ Images use antialiased bilinear interpolation; label maps are resampled as one-h
 re-argmaxed. Class scores go back through the exact inverse: un-crop/un-pad (the padded border is
 background), then bilinear resampling to the slice's own (Y, X) grid.
 
-Both interpolations are separable, so each is a pair of (out, in) weight matrices applied along the rows
-and the columns, in numpy: the same weights as torch's ``F.interpolate(mode="bilinear",
+Both interpolations are separable: each output pixel is a weighted sum of a few input pixels along the
+rows, then along the columns, in numpy, with the same weights as torch's ``F.interpolate(mode="bilinear",
 align_corners=False)`` with and without ``antialias`` (tests/preprocessing/test_geometry.py checks them
-against torch), with no torch import, so a torch-free predict (ONNX Runtime) maps images exactly as
-training did.
+against torch). No torch import, so a torch-free predict (ONNX Runtime) maps images exactly as training
+did.
 """
 
 from __future__ import annotations
@@ -33,16 +33,18 @@ GEOMETRIES = ("resize", "spacing")
 
 
 @lru_cache(maxsize=64)
-def _weights(n_in: int, n_out: int, antialias: bool) -> np.ndarray:
-    """(n_out, n_in) float64 weights of 1D bilinear resampling, align_corners=False, as torch computes them.
+def _taps(n_in: int, n_out: int, antialias: bool) -> tuple[np.ndarray, np.ndarray]:
+    """1D bilinear resampling, align_corners=False, as torch computes it: (n_out, width) input indices and
+    weights of each output pixel (zero weights pad the shorter rows).
 
     antialias (torch's ``_upsample_bilinear2d_aa``): output pixel i is centred at ``scale * (i + 0.5)`` in
     input pixels (``scale = n_in / n_out``), the triangle filter is widened to ``max(scale, 1)`` pixels
     when shrinking, and each row is normalised over the input pixels it covers. Without (torch's
-    ``upsample_bilinear2d``): the two neighbours of ``scale * (i + 0.5) - 0.5``, clamped at 0.
+    ``upsample_bilinear2d``): the two neighbours of ``scale * (i + 0.5) - 0.5``, clamped at 0 and at
+    ``n_in - 1`` (where both are the same pixel).
     """
     scale = n_in / n_out
-    out = np.zeros((n_out, n_in), np.float64)
+    rows: list[tuple[np.ndarray, np.ndarray]] = []
     for i in range(n_out):
         if antialias:
             support = scale if scale >= 1.0 else 1.0
@@ -50,30 +52,18 @@ def _weights(n_in: int, n_out: int, antialias: bool) -> np.ndarray:
             centre = scale * (i + 0.5)
             lo = max(int(centre - support + 0.5), 0)
             hi = min(int(centre + support + 0.5), n_in)
-            taps = np.abs((np.arange(lo, hi) - centre + 0.5) * inv)
-            w = np.where(taps < 1.0, 1.0 - taps, 0.0)
-            out[i, lo:hi] = w / w.sum() if w.sum() != 0 else w
+            distance = np.abs((np.arange(lo, hi) - centre + 0.5) * inv)
+            w = np.where(distance < 1.0, 1.0 - distance, 0.0)
+            rows.append((np.arange(lo, hi), w / w.sum() if w.sum() != 0 else w))
         else:
             src = max(scale * (i + 0.5) - 0.5, 0.0)
             i0 = int(src)
-            i1 = i0 + (1 if i0 < n_in - 1 else 0)
             frac = src - i0
-            out[i, i0] += 1.0 - frac
-            out[i, i1] += frac
-    out.flags.writeable = False
-    return out
-
-
-@lru_cache(maxsize=64)
-def _taps(n_in: int, n_out: int, antialias: bool) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`_weights` as (n_out, width) input indices and weights (zero-weight padding), width = the
-    most input pixels one output pixel reads (2 for bilinear; about 2 * scale + 1 when shrinking)."""
-    dense = _weights(n_in, n_out, antialias)
-    width = max(1, int((dense != 0).sum(1).max()))
+            rows.append((np.array([i0, i0 + (1 if i0 < n_in - 1 else 0)]), np.array([1.0 - frac, frac])))
+    width = max(len(ix) for ix, _ in rows)
     index, weight = np.zeros((n_out, width), np.intp), np.zeros((n_out, width), np.float64)
-    for i, row in enumerate(dense):
-        (nonzero,) = np.nonzero(row)
-        index[i, : len(nonzero)], weight[i, : len(nonzero)] = nonzero, row[nonzero]
+    for i, (ix, w) in enumerate(rows):
+        index[i, : len(ix)], weight[i, : len(ix)] = ix, w
     index.flags.writeable = weight.flags.writeable = False
     return index, weight
 
@@ -92,12 +82,12 @@ def _rows(array: np.ndarray, n_out: int, antialias: bool) -> np.ndarray:
 
 
 def resample(array: np.ndarray, shape: tuple[int, int], antialias: bool) -> np.ndarray:
-    """(..., Y, X) -> (..., Y', X') bilinear resampling (see :func:`_weights`), in ``array``'s float dtype.
+    """(..., Y, X) -> (..., Y', X') bilinear resampling (see :func:`_taps`), in ``array``'s float dtype.
 
     A weighted sum of the few input pixels each output pixel reads, along the rows, then along the rows
     of the transposed result (numpy gathers whole rows much faster than single elements), rather than a
     matrix product: numpy's BLAS would start its own threads, which fought the network's for the two
-    cores (a whole predict 1.2 -> 1.6-1.9 s with them, measured while writing this).
+    cores (an in-process predict 1.2 -> 1.6-1.9 s with them; docs/benchmarks.md, "A torch-free predict").
     """
     y, x = array.shape[-2:]
     if (y, x) == tuple(shape):

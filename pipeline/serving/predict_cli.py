@@ -15,8 +15,8 @@ model brings its own folds, TTA and post-processing). ``--tta``, ``--postprocess
 to checkpoints and exports; they are the options of :class:`pipeline.inference.predict.Segmenter`, the
 code evaluate scores. A field of view much larger than training's (a full scan, for a model trained on
 heart crops) is searched for the heart first and segmented in a window of training's field of view
-(``--locate auto``, the default). The model is loaded once for all cases. Writes, for each case ``<name>`` (the file name without
-``.nii[.gz]``, the DICOM folder's name, or the ACDC patient id):
+(``--locate auto``, the default). The model is loaded once for all cases. Writes, for each case
+``<name>`` (the file name without ``.nii[.gz]``, the DICOM folder's name, or the ACDC patient id):
 
     <name>_labels.nii.gz   labels (X, Y, Z, T) uint8, 0 bg, 1 RV, 2 MYO, 3 LV, with the input's affine
     <name>_volumes.csv     frame (0-based), LV_ml, RV_ml, MYO_ml
@@ -61,6 +61,7 @@ from pipeline.errors import DataError, PipelineError
 from pipeline.evaluation.clinical import CLINICAL_KEYS, CLINICAL_UNITS
 from pipeline.inference.locate import LOCATE_MODES
 from pipeline.inference.network import PRECISIONS
+from pipeline.inference.onnx_network import is_export
 from pipeline.inference.postprocess import POSTPROCESS_MODES
 from pipeline.inference.tta import TTA_MODES
 from pipeline.serving.codec import RequestError, decode_nifti, encode_cine, encode_labels
@@ -182,8 +183,10 @@ class Predictor:
         paths = checkpoint_paths(self.models)
         if paths is None:
             module = "mlflow"
+        elif all(is_export(p) for p in paths):
+            module = "onnxruntime"
         else:
-            module = "onnxruntime" if all(p.suffix == ".onnx" for p in paths) else "torch"
+            module = "torch"
         with contextlib.suppress(ImportError):
             importlib.import_module(module)
 
@@ -192,7 +195,7 @@ class Predictor:
     ) -> Callable[[imageio.Image, bytes | None], tuple[bytes, Readout]]:
         from pipeline.inference.predict import Segmenter, resolve_device
 
-        onnx = [p.suffix == ".onnx" for p in paths]
+        onnx = [is_export(p) for p in paths]
         if any(onnx) and not all(onnx):
             raise DataError(paths[onnx.index(False) if onnx[0] else onnx.index(True)],
                             "cannot mix ONNX exports and checkpoints in one ensemble")  # fmt: skip
