@@ -1,4 +1,4 @@
-"""Deformable convolution (DCNv1/v2) behind one function: torchvision's kernel on CUDA, grid_sample on the CPU.
+"""Deformable convolution (DCNv1/v2) behind one function: the grid_sample path by default, torchvision's kernel on request.
 
 Layout follows ``torchvision.ops.deform_conv2d`` exactly, so weights and offsets move between the two paths:
 
@@ -9,10 +9,15 @@ Layout follows ``torchvision.ops.deform_conv2d`` exactly, so weights and offsets
 - ``G`` (offset groups) = ``offset.shape[1] // (2 * kh * kw)``; input channel ``c`` uses group
   ``c // (C_in / G)``.
 
-Why two paths: torchvision's CPU kernel was 22x slower than a plain convolution here, while sampling the
-kh*kw taps with ``grid_sample`` and mixing them with one matrix product gave the same numbers (to ~1e-4
-relative) several times faster. On CUDA torchvision's kernel is the fast one; it runs in fp32 whatever
-autocast says, so inputs are cast up explicitly. torchvision is imported only on that path.
+Why the grid_sample path is the default on every device: torchvision's CPU kernel was 22x slower than a
+plain convolution here, while sampling the kh*kw taps with ``grid_sample`` and mixing them with one matrix
+product gave the same numbers (to ~1e-4 relative) several times faster. On an H200 it was also the faster
+of the two (11.1 against 12.5 ms forward + backward at 12 x 96 x 128 x 128, ../shared/gpu/2026-12-04),
+and it is the only one that follows autocast: torchvision's kernel has no reduced-precision path, so it
+runs in fp32 (inputs cast up explicitly) and its backward is not deterministic. The two differ only where
+a sample lands within ~1e-4 of an integer coordinate, the kink of bilinear interpolation, where each takes
+a different one-sided derivative. ``backend="torchvision"`` stays for comparisons; torchvision is imported
+only on that path.
 """
 
 from __future__ import annotations
@@ -99,6 +104,7 @@ def _deform_conv2d_grid_sample(
     groups: int,
     ho: int,
     wo: int,
+    fp32_mixing: bool | None = None,
 ) -> Tensor:
     """Sample every tap with one ``grid_sample`` call, then mix channels and taps with one matrix product.
 
@@ -108,6 +114,12 @@ def _deform_conv2d_grid_sample(
     version, same numbers to rounding). The offsets are (dy, dx) pairs while grid_sample reads (x, y), so
     the input is sampled transposed (its rows become grid_sample's x) instead of reordering every pair:
     another ~20 % off a DeU-Net forward pass on one CPU thread (benchmarks/model_bench.py).
+
+    ``fp32_mixing`` (None: on CUDA only): mix the fp32 samples in fp32, outside autocast. The samples are
+    the largest tensor of the layer (kh*kw times the input, fp32); autocast would first write a bf16 copy
+    of them for the matmul and, in the backward pass, cast their gradient back, two extra passes over
+    memory for a matmul that a GPU does in a fraction of that time. On the CPU the matmul is the cost,
+    and the CPU recipe's numbers stay as they were measured.
     """
     b, c_in, h, w = x.shape
     c_out, c_per_wgroup, kh, kw = weight.shape
@@ -157,7 +169,11 @@ def _deform_conv2d_grid_sample(
     wgroups = c_in // c_per_wgroup
     columns = sampled.reshape(b, wgroups, c_per_wgroup * taps, ho * wo)
     mixing = weight.reshape(wgroups, c_out // wgroups, c_per_wgroup * taps).to(columns.dtype)
-    out = torch.matmul(mixing, columns).reshape(b, c_out, ho, wo)
+    if columns.is_cuda if fp32_mixing is None else fp32_mixing:
+        with torch.autocast(device_type=columns.device.type, enabled=False):
+            out = torch.matmul(mixing.float(), columns.float()).reshape(b, c_out, ho, wo)
+    else:
+        out = torch.matmul(mixing, columns).reshape(b, c_out, ho, wo)
     return out if bias is None else out + bias.view(1, c_out, 1, 1).to(out.dtype)
 
 
@@ -181,7 +197,8 @@ def deform_conv2d(
         weight: (C_out, C_in / groups, kh, kw).
         bias: (C_out,) or None.
         mask: (B, G*kh*kw, Ho, Wo) modulation (DCNv2), used as given, or None.
-        backend: "auto" (torchvision on CUDA, grid_sample elsewhere), "torchvision" or "grid_sample".
+        backend: "auto" (= "grid_sample", on every device: see the module doc), "torchvision" or
+            "grid_sample".
 
     Returns:
         (B, C_out, Ho, Wo).
@@ -194,8 +211,7 @@ def deform_conv2d(
         _pair(dilation, "dilation"),
     )
     groups, ho, wo = _check_shapes(x, offset, weight, mask, stride_, padding_, dilation_)
-    use_torchvision = backend == "torchvision" or (backend == "auto" and x.is_cuda)
-    if use_torchvision:
+    if backend == "torchvision":
         # Imported here: torchvision's package import costs ~2 s of a CPU predict that never needs it.
         import torchvision.ops
 

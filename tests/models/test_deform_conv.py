@@ -94,9 +94,9 @@ def test_half_pixel_offset_interpolates_bilinearly() -> None:
     assert out[0, 0, 1, 1].item() == pytest.approx(30.0 / 4)
 
 
-def test_auto_backend_uses_grid_sample_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_auto_backend_is_the_grid_sample_path(monkeypatch: pytest.MonkeyPatch) -> None:
     def fail(*args: object, **kwargs: object) -> None:
-        raise AssertionError("torchvision's kernel must not run on the CPU with backend='auto'")
+        raise AssertionError("torchvision's kernel must not run with backend='auto' (grid_sample everywhere)")
 
     monkeypatch.setattr(torchvision.ops, "deform_conv2d", fail)
     x, offset, weight, bias, mask, kw = _random_case(CASES[0])
@@ -140,3 +140,30 @@ def test_bad_arguments_raise() -> None:
         DeformConv2d(0, 4)
     with pytest.raises(ModelConfigError, match="offset_scale must be > 0"):
         DeformConv2d(4, 4, offset_scale=0.0)
+
+
+@pytest.mark.parametrize("case", CASES[:3])
+def test_fp32_mixing_under_autocast_is_the_fp32_convolution(case: tuple) -> None:
+    """The GPU default (fp32 tap mixing outside autocast), forced on the CPU: under bf16 autocast it returns
+    fp32 equal to the fp32 convolution, and its gradients are the fp32 ones; the autocast mixing does not."""
+    from pipeline.models.deform_conv import _deform_conv2d_grid_sample
+
+    torch.manual_seed(7)
+    x, offset, weight, bias, mask, kw = _random_case(case)
+    groups = offset.shape[1] // (2 * weight.shape[2] * weight.shape[3])
+    ho, wo = offset.shape[-2:]
+    pairs = (kw["stride"],) * 2, (kw["padding"],) * 2, (kw["dilation"],) * 2
+    reference = deform_conv2d(x, offset, weight, bias, mask, **kw, backend="grid_sample")
+    results = {}
+    for fp32 in (True, False):
+        leaf = x.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = _deform_conv2d_grid_sample(leaf, offset, weight, bias, mask, *pairs, groups, ho, wo, fp32)
+        out.float().square().sum().backward()
+        results[fp32] = out, leaf.grad
+    assert results[True][0].dtype == torch.float32 and results[False][0].dtype == torch.bfloat16
+    assert torch.allclose(results[True][0], reference, rtol=1e-5, atol=1e-4)
+    assert not torch.allclose(results[False][0].float(), reference, rtol=1e-5, atol=1e-4)
+    leaf = x.clone().requires_grad_()
+    deform_conv2d(leaf, offset, weight, bias, mask, **kw, backend="grid_sample").square().sum().backward()
+    assert torch.allclose(results[True][1], leaf.grad, rtol=1e-4, atol=1e-3)

@@ -1,0 +1,129 @@
+"""Where a training step's time goes: a model's forward + backward + Adam step under the torch profiler.
+
+Used by ``benchmarks.gpu_check`` (speed section) to attribute DeU-Net's cost on a GPU, where its clips/s
+were 26 % of U-Net's (../shared/gpu/2026-12-04): the top kernels by device time (CUDA) or operators by
+self time (CPU), and the share of each part of the network. Parts (TDAM, its offset U-Net, DGPA, every
+encoder and decoder level, the attention bottleneck, the head) are marked with ``record_function`` around
+their forward pass; backward kernels run outside those marks, so a part's share is of the forward pass,
+and the kernel table covers both passes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+
+from pipeline.models.base import SegmentationModel
+from pipeline.models.losses import DiceCELoss
+from pipeline.models.precision import autocast
+
+#: Modules marked by their attribute name: the model's parts (nested marks overlap, so shares may add
+#: up to more than 1), and every level of a U-Net's encoder and decoder.
+_MARKED = ("fusion", "backbone", "head", "offset_net", "offset_head", "bottleneck")
+_LEVELS = ("encoders", "decoders")
+
+
+def _parts(model: nn.Module) -> dict[str, nn.Module]:
+    """The modules to mark, by qualified name: see :data:`_MARKED` and :data:`_LEVELS`."""
+    parts: dict[str, nn.Module] = {}
+    for name, module in model.named_modules():
+        parent, _, leaf = name.rpartition(".")
+        if leaf in _MARKED or parent.rpartition(".")[2] in _LEVELS:
+            parts[name] = module
+    return parts
+
+
+@contextmanager
+def _marked(parts: dict[str, nn.Module]) -> Iterator[None]:
+    """Wrap each part's forward in ``record_function("part:NAME")`` while the context is open."""
+    handles, open_marks = [], {}
+
+    def pre(name: str) -> Any:
+        def hook(module: nn.Module, args: Any) -> None:
+            mark = torch.profiler.record_function(f"part:{name}")
+            mark.__enter__()
+            open_marks.setdefault(name, []).append(mark)
+
+        return hook
+
+    def post(name: str) -> Any:
+        def hook(module: nn.Module, args: Any, output: Any) -> None:
+            open_marks[name].pop().__exit__(None, None, None)
+
+        return hook
+
+    for name, module in parts.items():
+        handles += [module.register_forward_pre_hook(pre(name)), module.register_forward_hook(post(name))]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def profile_training_step(model: SegmentationModel, size: int, batch: int, device: torch.device,
+                          bf16: bool = True, warmup: int = 2, top: int = 12) -> dict[str, Any]:  # fmt: skip
+    """Profile one training step of ``model`` on random (batch, 2r+1, size, size) clips.
+
+    Returns ``step_ms`` (the profiled step's wall time, synchronised), ``kernels`` (the ``top`` kernels or
+    operators by self device time on CUDA, self CPU time elsewhere: name, ms, share) and ``parts`` (each
+    marked part's forward time and share of the whole forward pass).
+    """
+    cuda = device.type == "cuda"
+    model = model.to(device).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    loss_fn = DiceCELoss()
+    gen = torch.Generator().manual_seed(0)
+    clip = torch.randn(batch, 2 * model.radius + 1, size, size, generator=gen).to(device)
+    target = torch.randint(0, model.num_classes, (batch, size, size), generator=gen).to(device)
+
+    def step() -> None:
+        with autocast(device, bf16):
+            logits = model(clip)
+        loss = loss_fn(logits.float(), target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    for _ in range(warmup):
+        step()
+    if cuda:
+        torch.cuda.synchronize(device)
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if cuda:
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with _marked(_parts(model)), torch.profiler.profile(activities=activities) as prof:
+        start = time.perf_counter()
+        with torch.profiler.record_function("part:forward"), autocast(device, bf16):
+            logits = model(clip)
+        loss = loss_fn(logits.float(), target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if cuda:
+            torch.cuda.synchronize(device)
+        step_ms = (time.perf_counter() - start) * 1e3
+    events = prof.key_averages()
+
+    def device_us(event: Any) -> float:  # total device (CUDA) time of a range, self time of an op
+        return float(getattr(event, "device_time_total" if cuda else "cpu_time_total", 0.0))
+
+    def self_us(event: Any) -> float:
+        return float(getattr(event, "self_device_time_total" if cuda else "self_cpu_time_total", 0.0))
+
+    ops = [e for e in events if not e.key.startswith("part:") and self_us(e) > 0]
+    total = sum(self_us(e) for e in ops) or 1.0
+    kernels = [{"name": e.key[:90], "ms": round(self_us(e) / 1e3, 3), "share": round(self_us(e) / total, 4),
+                "calls": int(e.count)} for e in sorted(ops, key=self_us, reverse=True)[:top]]  # fmt: skip
+    marks = {e.key.removeprefix("part:"): device_us(e) for e in events if e.key.startswith("part:")}
+    forward = marks.pop("forward", 0.0) or 1.0
+    parts = [{"part": name, "forward_ms": round(us / 1e3, 3), "share_of_forward": round(us / forward, 4)}
+             for name, us in sorted(marks.items(), key=lambda kv: -kv[1])]  # fmt: skip
+    return {"model": model.name, "size": size, "batch": batch, "bf16": bool(bf16), "device": str(device),
+            "step_ms": round(step_ms, 3), "device_total_ms": round(total / 1e3, 3),
+            "kernels": kernels, "parts": parts}  # fmt: skip
