@@ -29,11 +29,15 @@ class Network:
         radius: r, the temporal radius of the clips it takes.
         num_classes: C.
         on_cpu: whether it computes on the CPU (the Segmenter then runs ``cpu_workers`` batches at once).
+        tensor_device: the torch device (e.g. "cuda:0") of a network that also takes torch tensors there
+            (``TorchNetwork.probabilities``), so the Segmenter can keep its whole path on that device
+            (pipeline.inference.resident); None: numpy only (ONNX Runtime).
     """
 
     radius: int
     num_classes: int
     on_cpu: bool
+    tensor_device: str | None = None
 
     def __call__(self, clips: np.ndarray) -> np.ndarray:
         raise NotImplementedError

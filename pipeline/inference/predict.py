@@ -4,7 +4,9 @@ The preprocessing of training (intensity normalisation and the recorded in-plane
 every requested frame (wrapping around the cycle), batched inference with optional test-time augmentation,
 probabilities averaged over the ensemble's models and the augmentations, the mapping back to the original
 grid and post-processing, all in numpy: only the network itself runs in torch or, for an ONNX export, in
-ONNX Runtime (pipeline.inference.network), so the two differ only in the network's arithmetic. A field
+ONNX Runtime (pipeline.inference.network), so the two differ only in the network's arithmetic. A torch
+network on a GPU instead runs the same steps as torch ops on its device (pipeline.inference.resident,
+the ``resident`` option): only uint8 labels cross to the host there. A field
 of view much larger than training's is first searched for the heart and cropped to training's framing
 (pipeline.inference.locate). evaluate, ``deunet predict`` and the served model all call
 :class:`Segmenter`, so a user gets exactly the labels evaluate scores.
@@ -15,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -43,6 +45,9 @@ from pipeline.preprocessing.patient import PreprocessConfig
 
 if TYPE_CHECKING:
     from pipeline.models import SegmentationModel
+
+_In = TypeVar("_In")
+_Out = TypeVar("_Out")
 
 #: The checkpoint's preprocessing keys an ensemble's members must share (clip length is checked apart).
 SHARED_PREPROCESS = ("size", "percentiles", "geometry", "spacing_mm")
@@ -96,8 +101,9 @@ class Segmenter:
             with native bf16 (AVX512-BF16/AMX; elsewhere it would be emulated and slower, so fp32 stays):
             faster, but the labels differ slightly from fp32, so it is opt-in (docs/benchmarks.md); False:
             fp32 everywhere.
-        batch_size: clips per forward pass (16: faster than 32 on a CPU in every run of
-            ``benchmarks.predict_bench --batching``).
+        batch_size: clips per forward pass; None: 16 when every network computes on the CPU (faster than
+            32 in every run of ``benchmarks.predict_bench --batching``), else 32 (a GPU: DeU-Net 0.36 ->
+            0.23 s per 30 x 10 x 256 x 256 cine on an H200, docs/benchmarks.md).
         cpu_workers: on a CPU, how many batches run at once (threads; each op of a batch still uses the
             runtime's intra-op threads). These networks are too small at 64-96 px for two cores to share
             one op well: on 2 cores two at once took torch's forward passes from 1.49 to 1.03 s and ONNX
@@ -112,13 +118,18 @@ class Segmenter:
         locate: "auto": a slice spanning more than LOCATE_FACTOR x the training field of view (in mm, so
             only when ``spacing`` is given) is first searched for the heart, and only a window of training's
             field of view around it is segmented (pipeline.inference.locate); "off": never.
+        resident: run normalisation, geometry, clips, TTA, the map back and the argmax as torch ops on the
+            torch networks' device, only uint8 labels crossing to the host (pipeline.inference.resident);
+            False: the numpy path; None (auto): on CUDA only, since on a CPU it was not faster
+            (docs/benchmarks.md, "Device-resident inference"). True needs torch networks on one device.
+            The labels are the same as the numpy path's on a CPU.
     """
 
     def __init__(self, model: SegmentationModel | Network | Sequence[SegmentationModel | Network],
                  size: int | None = None, percentiles: Sequence[float] = (0.5, 99.5), device: str = "cpu",
-                 batch_size: int = 16, bf16: bool | None = None, geometry: Geometry | None = None,
+                 batch_size: int | None = None, bf16: bool | None = None, geometry: Geometry | None = None,
                  tta: str = "none", postprocess: str = "raw", view: View | None = None,
-                 locate: str = "auto", cpu_workers: int = 2) -> None:  # fmt: skip
+                 locate: str = "auto", cpu_workers: int = 2, resident: bool | None = None) -> None:  # fmt: skip
         models = list(model) if isinstance(model, Sequence) else [model]
         if not models:
             raise ConfigError("Segmenter needs at least one model")
@@ -144,10 +155,15 @@ class Segmenter:
             )
         self.radius, self.num_classes = radii.pop(), classes.pop()
         self.geometry, self.size = geometry, geometry.size
-        self.batch_size, self.tta, self.postprocess = batch_size, tta, postprocess
+        if batch_size is None:
+            batch_size = 16 if all(m.on_cpu for m in self.models) else 32
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        self.batch_size, self.tta, self.postprocess = int(batch_size), tta, postprocess
         self.percentiles = (float(percentiles[0]), float(percentiles[1]))
         self.view, self.locate = view, locate
         self.cpu_workers = int(cpu_workers)
+        self.resident = _choose_resident(self.models, resident)
 
     @property
     def model(self) -> Network:
@@ -251,15 +267,24 @@ class Segmenter:
             return reduce(self.geometry.probabilities_back(forward(clips), (y, x), spacing_yx))
 
         chunks = [keys[i : i + self.batch_size] for i in range(0, len(keys), self.batch_size)]
-        on_cpu = all(m.on_cpu for m in self.models)
-        workers = min(self.cpu_workers if on_cpu else 1, len(chunks))
-        if workers > 1:
-            with ThreadPoolExecutor(workers) as pool:
-                parts = list(pool.map(batch, chunks))
-        else:
-            parts = [batch(chunk) for chunk in chunks]
-        out = np.concatenate(parts)
+        out = np.concatenate(run_batches(batch, chunks, self.batch_workers(len(chunks))))
         return out.reshape(len(frames), z, *out.shape[1:])
+
+    def batch_workers(self, n_batches: int) -> int:
+        """How many of ``n_batches`` batches run at once: ``cpu_workers`` on a CPU, else one."""
+        on_cpu = all(m.on_cpu for m in self.models)
+        return max(1, min(self.cpu_workers if on_cpu else 1, n_batches))
+
+    def locate_window(self, shape: tuple[int, int], spacing: Sequence[float] | None,
+                      ) -> tuple[tuple[int, int], tuple[float, float]] | None:  # fmt: skip
+        """The (h, w) window of the coarse pass over a (Y, X) ``shape`` slice and the in-plane spacing, or
+        None when :meth:`heart_window` does not locate (see there)."""
+        if self.locate == "off" or self.view is None or spacing is None:
+            return None
+        spacing_yx = _inplane(spacing)
+        if not self.view.exceeded_by(shape, spacing_yx):
+            return None
+        return self.view.window(shape, spacing_yx), spacing_yx
 
     def heart_window(self, cine: np.ndarray, spacing: Sequence[float] | None = None) -> Box | None:
         """The (rows, columns) window of the cine that :meth:`predict` and :meth:`probabilities` segment:
@@ -274,12 +299,14 @@ class Segmenter:
         acquisition shows.
         """
         t, z, y, x = _check_cine(cine).shape
-        if self.locate == "off" or self.view is None or spacing is None:
+        if self.resident:
+            from pipeline.inference import resident
+
+            return resident.heart_window(self, resident.to_device(self, cine), spacing)
+        located = self.locate_window((y, x), spacing)
+        if located is None:
             return None
-        spacing_yx = _inplane(spacing)
-        if not self.view.exceeded_by((y, x), spacing_yx):
-            return None
-        window = self.view.window((y, x), spacing_yx)
+        window, spacing_yx = located
         frames = frames_to_locate(t)
         total, count = np.zeros((z, y, x), np.float32), np.zeros((y, x), np.float32)
         for ys, xs in sliding_boxes((y, x), window):
@@ -314,6 +341,10 @@ class Segmenter:
             frames: 0-based frames to segment (all when None).
             spacing: (z, y, x) voxel spacing in mm; required by geometry "spacing" and by ``locate``.
         """
+        if self.resident:
+            from pipeline.inference import resident
+
+            return resident.segment(self, _check_cine(cine), frames, spacing, labels=False)
         background = np.eye(self.num_classes, dtype=np.float32)[0][:, None, None]  # class 0 = 1 outside
         return self._segment(cine, frames, spacing, lambda p: p, background)
 
@@ -325,11 +356,45 @@ class Segmenter:
         overrides the Segmenter's default mode; it is applied to each frame's (Z, Y, X) volume.
         """
         mode = self.postprocess if postprocess is None else postprocess
-        background = np.zeros((), np.uint8)
-        labels = self._segment(cine, frames, spacing, lambda p: p.argmax(1).astype(np.uint8), background)
+        if self.resident:
+            from pipeline.inference import resident
+
+            labels = resident.segment(self, _check_cine(cine), frames, spacing, labels=True)
+        else:
+            background = np.zeros((), np.uint8)
+            labels = self._segment(cine, frames, spacing, lambda p: p.argmax(1).astype(np.uint8), background)
         if mode != "raw":
             labels = np.stack([postprocess_volume(v, mode) for v in labels])
         return labels
+
+
+def run_batches(batch: Callable[[_In], _Out], chunks: Sequence[_In], workers: int) -> list[_Out]:
+    """``batch`` of every chunk, in order; ``workers`` > 1 runs that many at once in threads (each op still
+    uses the runtime's intra-op threads; see Segmenter's ``cpu_workers``)."""
+    if workers > 1:
+        with ThreadPoolExecutor(workers) as pool:
+            return list(pool.map(batch, chunks))
+    return [batch(chunk) for chunk in chunks]
+
+
+def _choose_resident(models: Sequence[Network], resident: bool | None) -> bool:
+    """Segmenter's ``resident`` resolved: None (auto) is the device path for torch networks on CUDA only
+    (on a CPU it was not faster: docs/benchmarks.md, "Device-resident inference"). Imports nothing.
+
+    Raises:
+        ConfigError: ``resident`` is True but a model is not a torch network (an ONNX export runs in ONNX
+            Runtime on the host) or they compute on different devices.
+    """
+    devices = {m.tensor_device for m in models}
+    device = devices.pop() if len(devices) == 1 else None
+    if resident is None:
+        return device is not None and device.startswith("cuda")
+    if resident and device is None:
+        raise ConfigError(
+            "resident=True needs torch networks on one device, got "
+            + ", ".join(sorted(str(m.tensor_device or f"{type(m).__name__} (not torch)") for m in models))
+        )
+    return bool(resident)
 
 
 def _torch_network(model: SegmentationModel, device: str, bf16: bool | None) -> Network:

@@ -11,7 +11,8 @@ from pipeline.models.precision import bf16_enabled
 
 
 class TorchNetwork(Network):
-    """``model`` on ``device`` in eval mode; probabilities of a batch of clips as numpy.
+    """``model`` on ``device`` in eval mode; probabilities of a batch of clips as numpy, or as tensors on
+    the device (:meth:`probabilities`: the device-resident path, pipeline.inference.resident).
 
     On a CPU the weights and inputs are channels_last: oneDNN's CPU convolutions run ~20-25 % faster on
     it (DeU-Net, 64-96 px, benchmarks/predict_bench.py), with the same fp32 arithmetic, so the same labels.
@@ -30,10 +31,15 @@ class TorchNetwork(Network):
         self.radius = int(model.radius)  # type: ignore[arg-type]
         self.num_classes = int(getattr(model, "num_classes", 4))
         self.autocast = self.device.type == "cuda" if bf16 is None else bf16_enabled(self.device, bf16)
+        self.tensor_device = str(self.device)
 
     @torch.no_grad()  # per call: the grad mode is per thread, and the Segmenter calls from its workers
+    def probabilities(self, clips: torch.Tensor) -> torch.Tensor:
+        """(B, 2r+1, S, S) float32 clips on the device -> (B, C, S, S) float32 softmax probabilities there."""
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            logits = self.module(clips.contiguous(memory_format=self.memory_format))
+        return torch.softmax(logits.float(), dim=1)
+
     def __call__(self, clips: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(clips, dtype=np.float32)).to(self.device)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-            logits = self.module(x.contiguous(memory_format=self.memory_format))
-        return torch.softmax(logits.float(), dim=1).cpu().numpy()
+        return self.probabilities(x).cpu().numpy()
