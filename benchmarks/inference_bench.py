@@ -94,13 +94,19 @@ def infer_job(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def train_job(job: dict[str, Any]) -> dict[str, Any]:
-    """Training throughput (clips/s) and peak memory of one model, in its own process."""
-    args, device, base, model = _setup(job, False)
+    """Training throughput (clips/s) and peak memory of one model, in its own process (channels_last: NHWC
+    weights and clips, as the trainer's ``train.channels_last`` runs them)."""
+    args, device, base, model = _setup(job, job.get("channels_last", False))
     model.train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=2e-4)
+    from pipeline.training.trainer import make_optimizer, prepare_device
+
+    prepare_device(device)  # as the trainer runs: cuDNN autotuning and fused Adam on CUDA
+    optimizer = make_optimizer(model.parameters(), 2e-4, 0.0, device)
     loss_fn = DiceCELoss()
     b, t = args.train_batch, 2 * args.radius + 1
     clips = torch.randn(b, t, args.size, args.size, device=device)
+    if job.get("channels_last"):
+        clips = clips.contiguous(memory_format=torch.channels_last)
     labels = torch.randint(0, 4, (b, args.size, args.size), device=device)
     bf16 = device.type == "cuda"
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import platform
 import shutil
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +29,45 @@ def versions() -> dict[str, str]:
             "python": platform.python_version()}  # fmt: skip
 
 
-def save_checkpoint(path: Path, model: SegmentationModel, optimizer: torch.optim.Optimizer | None = None,
-                    **state: Any) -> None:  # fmt: skip
-    """Write ``path`` atomically with the model's name, config, weights and any extra ``state``.
+def checkpoint_payload(model: SegmentationModel, optimizer: torch.optim.Optimizer | None = None,
+                       **state: Any) -> dict[str, Any]:  # fmt: skip
+    """What a checkpoint holds: the model's name, config, weights, the optimizer state, the library versions
+    and any extra ``state``. The tensors are the live ones, where they live (copied to the CPU when the
+    checkpoint is written): see :func:`snapshot` before handing the payload to another thread."""
+    return {
+        "model_name": model.name,
+        "model_config": dict(model.config),
+        "state_dict": {k: v.detach() for k, v in model.state_dict().items()},
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "versions": versions(),
+        **state,
+    }
+
+
+def _tensors(obj: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    """``obj`` with ``fn`` applied to every tensor (dicts, lists and tuples rebuilt)."""
+    if isinstance(obj, torch.Tensor):
+        return fn(obj.detach())
+    if isinstance(obj, dict):
+        return {k: _tensors(v, fn) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(_tensors(v, fn) for v in obj)
+    return obj
+
+
+def snapshot(obj: Any) -> Any:
+    """A deep copy of ``obj`` with every tensor copied where it lives (dicts, lists and tuples rebuilt).
+
+    Training goes on updating weights and optimizer state in place while a background thread writes the
+    checkpoint, so the writer must get copies taken at the end of the epoch. On a GPU the copy is a
+    device-to-device clone queued behind the epoch's last step, which the host does not wait for; the
+    writer thread then brings it to the CPU (``write_checkpoint``), waiting there instead of the loop.
+    """
+    return _tensors(obj, lambda t: t.clone())
+
+
+def write_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    """Write ``payload`` (see :func:`checkpoint_payload`) to ``path`` atomically.
 
     A full disk or an unwritable folder raises DataError naming ``path``; the previous file at ``path``
     (the last good checkpoint) is left as it was, and no temporary file stays behind.
@@ -39,17 +77,10 @@ def save_checkpoint(path: Path, model: SegmentationModel, optimizer: torch.optim
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DataError(path, f"cannot create the checkpoint folder ({exc.strerror or exc})") from None
-    payload = {
-        "model_name": model.name,
-        "model_config": dict(model.config),
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "optimizer": optimizer.state_dict() if optimizer is not None else None,
-        "versions": versions(),
-        **state,
-    }
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    # the thread id too: a background writer and the main thread never share a temporary file
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
     try:
-        torch.save(payload, tmp)
+        torch.save(_tensors(payload, lambda t: t.cpu()), tmp)
         os.replace(tmp, path)
     except (OSError, RuntimeError) as exc:  # torch reports a failed write (disk full) as RuntimeError
         tmp.unlink(missing_ok=True)
@@ -63,6 +94,16 @@ def save_checkpoint(path: Path, model: SegmentationModel, optimizer: torch.optim
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def save_checkpoint(path: Path, model: SegmentationModel, optimizer: torch.optim.Optimizer | None = None,
+                    **state: Any) -> None:  # fmt: skip
+    """Write ``path`` atomically with the model's name, config, weights and any extra ``state``.
+
+    A full disk or an unwritable folder raises DataError naming ``path``; the previous file at ``path``
+    (the last good checkpoint) is left as it was, and no temporary file stays behind.
+    """
+    write_checkpoint(path, checkpoint_payload(model, optimizer, **state))
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

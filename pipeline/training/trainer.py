@@ -1,6 +1,8 @@
 """Train one cross-validation fold: Adam, CE + soft Dice, early stopping on validation Dice, resumable.
 
 The trainer orchestrates; datasets, augmentation, checkpoints and the distributed helpers live beside it.
+Batches come from DataLoader workers on the CPU or, on CUDA (train.loader), from the fold's clips held on
+the device and augmented there in batches; checkpoints are written by a background thread.
 Every epoch ends with a checkpoint (``last.pt``) holding everything needed to continue, so a training
 killed at any point resumes from its last finished epoch and, on the CPU with a fixed seed, reaches the
 same weights as an uninterrupted run (epoch order and augmentation are seeded per epoch).
@@ -12,7 +14,7 @@ import logging
 import math
 import multiprocessing
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -29,10 +31,13 @@ from pipeline.models.precision import autocast
 from pipeline.preprocessing.store import ClipStore
 from pipeline.training import distributed as dist
 from pipeline.training.augment import AugmentConfig
-from pipeline.training.checkpoint import check_compatible, load_checkpoint, save_checkpoint
+from pipeline.training.batch_augment import augment_batch, epoch_table
+from pipeline.training.checkpoint import check_compatible, checkpoint_payload, load_checkpoint, snapshot
 from pipeline.training.dataset import ClipDataset
 from pipeline.training.deep_supervision import DeepSupervision
+from pipeline.training.device_data import DeviceClips
 from pipeline.training.schedule import learning_rate
+from pipeline.training.writer import CheckpointWriter
 from pipeline.vocabulary import STRUCTURES
 
 log = logging.getLogger(__name__)
@@ -58,6 +63,13 @@ class TrainConfig:
         kernels run faster (U-Net 1.4x per step here); the numbers are the same up to rounding.
     val_every: score the validation patients every this many epochs (and always after the last one);
         with ``select: last`` the score only monitors, so a sparser check saves its share of the epoch.
+    loader: where batches are made. "workers": a DataLoader (``num_workers`` processes) reads and
+        augments each sample on the CPU. "device": the fold's clips are copied to the training device
+        once and each batch is gathered and augmented there in a few batched operations
+        (pipeline.training.device_data, .batch_augment): the same epoch order, and transforms of the same
+        distributions drawn for the whole epoch at once (seeded by seed and epoch; ClipDataset seeds a
+        generator per sample, which costs a fifth of a fast epoch); ``num_workers`` is then unused. "auto":
+        "device" on CUDA (the CPU path cannot feed a fast GPU), "workers" on the CPU.
     """
 
     model: str = "deunet"
@@ -86,6 +98,7 @@ class TrainConfig:
     deep_supervision: int = 0
     channels_last: bool = True
     val_every: int = 1
+    loader: Literal["auto", "device", "workers"] = "auto"
 
     def __post_init__(self) -> None:
         for name, low in (
@@ -140,26 +153,53 @@ def make_model(cfg: TrainConfig, store: ClipStore, train_idx: np.ndarray) -> Seg
     return model
 
 
+def make_optimizer(params: Any, lr: float, weight_decay: float, device: torch.device) -> torch.optim.Adam:
+    """The paper's Adam; on CUDA its fused kernel (one launch for every parameter instead of a few per
+    tensor group: the same update to rounding, and launches are what a small network at 96 px waits on)."""
+    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=device.type == "cuda")
+
+
+def prepare_device(device: torch.device) -> None:
+    """On CUDA, let cuDNN time its convolution algorithms once per shape and keep the fastest: training
+    repeats a few fixed shapes thousands of times (a process-wide switch, as every CUDA trainer sets it)."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+
+def resolve_loader(cfg: TrainConfig, device: torch.device) -> Literal["device", "workers"]:
+    """train.loader with "auto" decided: batches made on the device on CUDA, by DataLoader workers on the CPU."""
+    if cfg.loader == "auto":
+        return "device" if device.type == "cuda" else "workers"
+    return cfg.loader
+
+
 @torch.no_grad()
 def validation_dice(
     model: torch.nn.Module,
-    loader: DataLoader,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
     device: torch.device,
     bf16: bool,
     memory_format: torch.memory_format = torch.contiguous_format,
 ) -> dict[str, float]:
-    """Hard Dice per structure over all validation pixels (2D samples pooled), and their mean."""
+    """Hard Dice per structure over all validation pixels (2D samples pooled), and their mean.
+
+    ``batches`` yields (B, 2r+1, S, S) clips and (B, S, S) labels, on the CPU (a DataLoader) or already on
+    ``device``. The pixel counts add up on the device (integers: exact in any order) and come back in one
+    transfer at the end, so the device never waits for the host between batches.
+    """
     model.eval()
-    inter = torch.zeros(4, dtype=torch.float64)
-    total = torch.zeros(4, dtype=torch.float64)
-    for clip, label in loader:
-        clip = clip.to(device).contiguous(memory_format=memory_format)
+    inter = torch.zeros(4, dtype=torch.int64, device=device)
+    total = torch.zeros(4, dtype=torch.int64, device=device)
+    for clip, label in batches:
+        clip = clip.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+        label = label.to(device, non_blocking=True)
         with autocast(device, bf16):
-            pred = class_map(model(clip)).cpu()
+            pred = class_map(model(clip))
         for c in STRUCTURES.values():
             p, g = pred == c, label == c
             inter[c] += (p & g).sum()
             total[c] += p.sum() + g.sum()
+    inter, total = inter.cpu().double(), total.cpu().double()
     scores = {name: float(2 * inter[c] / total[c]) if total[c] else 1.0 for name, c in STRUCTURES.items()}
     scores["mean"] = float(np.mean(list(scores.values())))
     return scores
@@ -205,7 +245,7 @@ def _build(cfg: TrainConfig, store: ClipStore, train_idx: np.ndarray, device: to
         else None
     )
     params = [*model.parameters(), *(aux.parameters() if aux is not None else ())]
-    optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = make_optimizer(params, cfg.lr, cfg.weight_decay, device)
     loss_fn = DiceCELoss(ce_weight=cfg.ce_weight, dice_weight=cfg.dice_weight)
     return _Fitting(model, aux, optimizer, loss_fn, memory_format)
 
@@ -268,20 +308,49 @@ def _train_epoch(net: torch.nn.Module, fit: _Fitting, train_set: ClipDataset, cf
                            min(cfg.warmup_epochs, cfg.max_epochs - 1))  # fmt: skip
         for group in fit.optimizer.param_groups:
             group["lr"] = lr
-        clip = clip.to(device, non_blocking=True).contiguous(memory_format=fit.memory_format)
-        label = label.to(device, non_blocking=True)
-        with autocast(device, cfg.bf16):
-            logits = net(clip)
-        loss = (
-            fit.loss_fn(logits.float(), label)
-            if fit.aux is None
-            else fit.aux.loss(logits, label, fit.loss_fn)
-        )
-        fit.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        fit.optimizer.step()
-        losses.append(float(loss.detach()))
+        clip, label = clip.to(device, non_blocking=True), label.to(device, non_blocking=True)
+        losses.append(float(_step(net, fit, cfg, clip, label, device)))
     return losses, lr
+
+
+def _step(net: torch.nn.Module, fit: _Fitting, cfg: TrainConfig, clip: torch.Tensor, label: torch.Tensor,
+          device: torch.device) -> torch.Tensor:  # fmt: skip
+    """One optimizer step on a batch already on ``device``; the loss, not synchronised with the host."""
+    clip = clip.contiguous(memory_format=fit.memory_format)
+    with autocast(device, cfg.bf16):
+        logits = net(clip)
+    loss = fit.loss_fn(logits.float(), label) if fit.aux is None else fit.aux.loss(logits, label, fit.loss_fn)
+    fit.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    fit.optimizer.step()
+    return loss.detach()
+
+
+def _train_epoch_device(net: torch.nn.Module, fit: _Fitting, clips: DeviceClips, cfg: TrainConfig, fold: int,
+                        epoch: int, device: torch.device) -> tuple[list[float], float]:  # fmt: skip
+    """``_train_epoch`` with batches gathered and augmented on the device (train.loader "device").
+
+    The same seeded order, shard and per-batch learning rate; the transforms are drawn for the whole
+    epoch up front (pipeline.training.batch_augment.epoch_table) and uploaded at once. Losses stay on the device until the epoch ends:
+    one host synchronisation per epoch instead of one per step, so the host queues work ahead.
+    """
+    order = np.random.default_rng([cfg.seed, fold, epoch]).permutation(len(clips))
+    positions = dist.shard(order)
+    table = epoch_table(clips.indices, cfg.seed, epoch, cfg.augment, clips.size, device)
+    on_device = torch.from_numpy(positions).to(device)
+    net.train()
+    losses = []
+    n_batches = -(-len(positions) // cfg.batch_size)
+    for batch in range(n_batches):
+        lr = learning_rate(cfg.lr, cfg.schedule, epoch - 1 + batch / n_batches, cfg.max_epochs,
+                           min(cfg.warmup_epochs, cfg.max_epochs - 1))  # fmt: skip
+        for group in fit.optimizer.param_groups:
+            group["lr"] = lr
+        part = slice(batch * cfg.batch_size, (batch + 1) * cfg.batch_size)
+        pos = on_device[part]
+        clip, label = augment_batch(*clips.batch(pos), table.take(pos, positions[part]))
+        losses.append(_step(net, fit, cfg, clip, label, device))
+    return torch.stack(losses).double().cpu().tolist(), lr
 
 
 def _record_epoch(state: dict[str, Any], row: dict[str, float], cfg: TrainConfig) -> bool:
@@ -297,21 +366,47 @@ def _record_epoch(state: dict[str, Any], row: dict[str, float], cfg: TrainConfig
     return bool(improved)
 
 
-def _save_epoch(work_dir: Path, fit: _Fitting, cfg: TrainConfig, store: ClipStore, fold: int,
-                state: dict[str, Any], improved: bool, view: dict[str, list[float]]) -> None:  # fmt: skip
-    """``last.pt`` (everything a resume needs), ``best.pt`` on improvement, ``final.pt`` at the end.
+def _epoch_checkpoints(work_dir: Path, fit: _Fitting, cfg: TrainConfig, store: ClipStore, fold: int,
+                       state: dict[str, Any], improved: bool,
+                       view: dict[str, list[float]]) -> list[tuple[Path, dict[str, Any]]]:  # fmt: skip
+    """``best.pt`` on improvement, ``last.pt`` (everything a resume needs), ``final.pt`` at the end: the
+    files to write, in this order, with payloads copied to the CPU now (training goes on while they are
+    written; see pipeline.training.writer).
 
     ``view`` is the training patients' field of view (pipeline.inference.locate.View): inference crops a
     larger field of view around the heart to it, so the network sees the framing it was trained on.
     """
     epoch, score = state["epoch"], state["history"][-1]["val_dice"]
     common = {"params": asdict(cfg), "preprocess": store.meta["config"], "fold": fold, "view": view}
-    if improved:
-        save_checkpoint(work_dir / "best.pt", fit.model, None, **common, epoch=epoch, val_dice=score)
-    save_checkpoint(work_dir / "last.pt", fit.model, fit.optimizer, **common, torch_rng=torch.get_rng_state(),
-                    aux_heads=fit.aux.state_dict() if fit.aux is not None else None, **state)  # fmt: skip
-    if state["finished"]:  # the end of the schedule, without optimizer state: train.select = last
-        save_checkpoint(work_dir / "final.pt", fit.model, None, **common, epoch=epoch, val_dice=score)
+    last = snapshot(checkpoint_payload(fit.model, fit.optimizer, **common, torch_rng=torch.get_rng_state(),
+                    aux_heads=fit.aux.state_dict() if fit.aux is not None else None, **state))  # fmt: skip
+    # best.pt and final.pt: the same weights (one copy shared), without optimizer state
+    model_only = {**last, "optimizer": None, **common, "epoch": epoch, "val_dice": score}
+    for key in ("torch_rng", "aux_heads", *state):
+        if key != "epoch":
+            model_only.pop(key)
+    files = [(work_dir / "best.pt", model_only)] if improved else []
+    files.append((work_dir / "last.pt", last))
+    if state["finished"]:  # the end of the schedule: train.select = last
+        files.append((work_dir / "final.pt", model_only))
+    return files
+
+
+def _data(cfg: TrainConfig, store: ClipStore, train_idx: np.ndarray, val_idx: np.ndarray,
+          device: torch.device) -> tuple[Callable[..., tuple[list[float], float]], Any,
+                                         Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]]]:  # fmt: skip
+    """The epoch function, its training data and a maker of validation batches, for train.loader.
+
+    "device": the fold's clips copied to ``device`` once; validation in batches of 4x the training batch
+    (no gradients, so four times the clips fit). "workers": ClipDataset and DataLoaders, as before.
+    """
+    if resolve_loader(cfg, device) == "device":
+        train_clips = DeviceClips(store, train_idx, cfg.radius, device)
+        val_clips = DeviceClips(store, val_idx, cfg.radius, device)
+        return _train_epoch_device, train_clips, lambda: val_clips.batches(4 * cfg.batch_size)
+    train_set = ClipDataset(store, train_idx, cfg.radius, cfg.augment, seed=cfg.seed)
+    val_loader = _loader(ClipDataset(store, val_idx, cfg.radius), cfg)
+    return _train_epoch, train_set, lambda: val_loader
 
 
 def train_fold(
@@ -326,6 +421,7 @@ def train_fold(
 ) -> FoldResult:
     """Train (or resume) one fold; checkpoints go to ``work_dir`` (``last.pt`` every epoch, ``best.pt``)."""
     device = resolve_device(cfg.device)
+    prepare_device(device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed * 1000 + fold)
@@ -335,33 +431,37 @@ def train_fold(
     view = training_view([p for p in store.patients if p["patient"] in train_patients]).as_record()
     state, resumed_from = _resume(work_dir / "last.pt", fit, cfg, fold)
 
-    train_set = ClipDataset(store, train_idx, cfg.radius, cfg.augment, seed=cfg.seed)
-    val_loader = _loader(ClipDataset(store, val_idx, cfg.radius), cfg)
     net = dist.wrap(fit.model, device)
+    epoch_fn, train_data, val_batches = _data(cfg, store, train_idx, val_idx, device)
+    # clips trained per epoch on all ranks together (the shards are padded to equal length): clips / train_s
+    # is a real epoch's training throughput, comparable with the model's raw step rate
+    n_clips = float(len(dist.shard(np.arange(len(train_idx)))) * dist.world_size())
     main_process = dist.is_main()
     bar = tqdm(total=cfg.max_epochs, initial=int(state["epoch"]), desc=f"fold {fold} {cfg.model}",
                disable=not (progress and main_process), unit="epoch")  # fmt: skip
-    while not state["finished"] and state["epoch"] < cfg.max_epochs:
-        epoch = int(state["epoch"]) + 1
-        start = time.perf_counter()
-        losses, lr = _train_epoch(net, fit, train_set, cfg, fold, epoch, device)
-        if epoch % cfg.val_every == 0 or epoch >= cfg.max_epochs:
-            val = validation_dice(fit.model, val_loader, device, cfg.bf16, fit.memory_format)
-        else:  # not scored this epoch: NaN never counts as an improvement
-            val = dict.fromkeys([*STRUCTURES, "mean"], math.nan)
-        row = {"epoch": epoch, "train_loss": float(np.mean(losses)), "val_dice": val["mean"], "lr": lr,
-               **{f"val_dice_{k}": v for k, v in val.items() if k != "mean"},
-               "seconds": time.perf_counter() - start}  # fmt: skip
-        improved = _record_epoch(state, row, cfg)
-        if main_process:
-            _save_epoch(work_dir, fit, cfg, store, fold, state, improved, view)
-            if on_epoch is not None:
-                on_epoch(row)
-        dist.barrier()
-        bar.update(1)
-        bar.set_postfix(
-            loss=f"{row['train_loss']:.3f}", dice=f"{val['mean']:.3f}", best=f"{state['best_dice']:.3f}"
-        )
+    with CheckpointWriter() as writer:  # joined (and its error raised) before train_fold returns
+        while not state["finished"] and state["epoch"] < cfg.max_epochs:
+            epoch = int(state["epoch"]) + 1
+            start = time.perf_counter()
+            losses, lr = epoch_fn(net, fit, train_data, cfg, fold, epoch, device)
+            train_s = time.perf_counter() - start  # the losses came back: the device has finished the epoch
+            if epoch % cfg.val_every == 0 or epoch >= cfg.max_epochs:
+                val = validation_dice(fit.model, val_batches(), device, cfg.bf16, fit.memory_format)
+            else:  # not scored this epoch: NaN never counts as an improvement
+                val = dict.fromkeys([*STRUCTURES, "mean"], math.nan)
+            row = {"epoch": epoch, "train_loss": float(np.mean(losses)), "val_dice": val["mean"], "lr": lr,
+                   **{f"val_dice_{k}": v for k, v in val.items() if k != "mean"},
+                   "seconds": time.perf_counter() - start, "train_s": train_s, "clips": n_clips}  # fmt: skip
+            improved = _record_epoch(state, row, cfg)
+            if main_process:
+                writer.submit(_epoch_checkpoints(work_dir, fit, cfg, store, fold, state, improved, view))
+                if on_epoch is not None:
+                    on_epoch(row)
+            dist.barrier()
+            bar.update(1)
+            bar.set_postfix(
+                loss=f"{row['train_loss']:.3f}", dice=f"{val['mean']:.3f}", best=f"{state['best_dice']:.3f}"
+            )
     bar.close()
     return FoldResult(fold, float(state["best_dice"]), int(state["best_epoch"]), int(state["epoch"]),
                       list(state["history"]), resumed_from, "final.pt" if cfg.select == "last" else "best.pt")  # fmt: skip

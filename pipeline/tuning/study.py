@@ -38,7 +38,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 PARENT_RUN_ATTR = "mlflow_parent_run_id"
 # Train fields a trial sets itself, or that do not change what a trial computes.
-_NOT_IN_KEY = (*TUNABLE, "max_epochs", "patience", "folds", "resume", "device", "threads", "num_workers")
+_NOT_IN_KEY = (*TUNABLE, "max_epochs", "patience", "folds", "resume", "device", "threads", "num_workers",
+               "loader")  # fmt: skip
 
 
 class TuningError(PipelineError):
