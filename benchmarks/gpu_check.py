@@ -1,39 +1,42 @@
-"""GPU check (issue 15): correctness, speed and real accuracy on one CUDA GPU, in one prepared run.
+"""GPU check: correctness, speed, then the paper's Table 1 on real data, on one CUDA GPU in one prepared run.
 
     python -m benchmarks.gpu_check prepare          # here: .device/acdc-roi (31 MiB) + .device/site (nibabel)
-    python -m benchmarks.gpu_check run --dry-run    # the CPU rehearsal at tiny sizes (seconds)
+    python -m benchmarks.gpu_check run --dry-run    # the CPU rehearsal at tiny sizes
     PYTHONPATH=.device/site python3 -m benchmarks.gpu_check run --out $OUT    # on the GPU machine
+    PYTHONPATH=.device/site python3 -m benchmarks.gpu_check run --out $OUT --resume PREVIOUS/gpu_check.json
 
-The GPU machine gets the working tree and the carried ``.device`` folder only (see
-benchmarks.gpu_bundle): the data are the compact bundle, and nibabel, which that machine's Python lacks,
-travels in ``.device/site``. The whole run keeps to ``--budget-s`` (330 s by default, counted from the
-process's start) so that it ends within 6 minutes and a second call fits in the lease.
+The GPU machine gets the working tree and the carried ``.device`` folder only (benchmarks.gpu_bundle): the
+data are the compact bundle, and nibabel, which that machine's Python lacks, travels in ``.device/site``.
+The run keeps to ``--budget-s`` (540 s by default, counted from the process's start). Sections, in order;
+each is wrapped (a failure is recorded with its traceback and the run goes on), and ``gpu_check.json`` and
+``gpu_check.md`` in ``--out`` are rewritten after every section and every model:
 
-Sections, in this order; each is wrapped (a failure is recorded with its traceback and the run goes on),
-and ``gpu_check.json`` and ``gpu_check.md`` in ``--out`` are rewritten after every section and every
-model, so a killed run still leaves what it measured:
+1. ``deform_conv``: torchvision's ``deform_conv2d`` against the project's grid_sample path, forward and
+   backward (TDAM- and DGPA-like shapes). Offset gradients are compared away from integer sample
+   coordinates (bilinear interpolation's kink, where the two take different one-sided derivatives), with
+   the fraction out of tolerance over all and over the kept elements; both paths also pass a float64
+   ``gradcheck`` at non-integer points. Plus their speed.
+2. ``train_step``: one bf16-autocast training step of each of the eight models at 256 px: finite loss,
+   gradients and weights.
+3. ``speed_inference``: a 30 x 10 x 256 x 256 cine through ``Segmenter.predict`` for DeU-Net and U-Net, bf16
+   (fp32 when time allows), against the goals (DeU-Net <= 0.3 s, U-Net <= 0.15 s); with ``--compile``,
+   also DeU-Net under torch.compile in a child process with a time limit.
+4. ``speed_training``: raw training clips/s (forward + backward + Adam, bf16, batch 32) of all eight models at
+   96 px (what Table 1 is planned from) and of U-Net and DeU-Net at 256 px; the DeU-Net / U-Net ratios.
+5. ``table1``: all eight models on acdc-roi fold 0 with the ``acdc-roi-gpu`` profile at 96 px, the same
+   number of epochs each, planned from the 96-px throughputs so that training and evaluation fit the time
+   left (stopped cleanly between epochs at a deadline, recorded); each evaluated on the GPU (3D Dice, HD,
+   ASSD per structure and phase; raw and lcc_fill; TTA none and dihedral), its real training clips/s
+   against the raw one, and its weights (fp16) written to ``--out``/weights when they fit.
+6. ``cpu_vs_cuda``: the Table-1 DeU-Net fold-0 checkpoint on the whole cine of a validation patient: CUDA
+   fp32 (TF32 off) against CPU fp32 strictly, and bf16 against a looser stated tolerance.
+7. ``more_folds``: the time left trains folds 1-4 of the same split, DeU-Net and U-Net first, evaluated
+   the same way; the report pools the folds per model.
 
-1. ``deform_conv``: torchvision's ``deform_conv2d`` against the project's grid_sample path on the same
-   inputs, forward and backward (TDAM- and DGPA-like shapes), within tolerances; and their speed.
-2. ``train_step``: one bf16-autocast training step of each of the eight models at 256 x 256, base 32:
-   loss, gradients and updated weights finite.
-3. ``cpu_vs_cuda``: a small DeU-Net trained for a few epochs on acdc-roi fold 0 (96 px) here, then the
-   CPU (fp32) and CUDA (bf16 and fp32) predictions of that checkpoint on the whole cine of an unseen
-   patient: Dice >= 0.99 per structure between them.
-4. ``speed_inference``: a 30 x 10 x 256 x 256 cine through ``Segmenter.predict`` (preprocessing
-   included) for U-Net and DeU-Net: fp32, bf16, bf16 + channels_last, and torch.compile where the
-   budget allows (in a child process with a time limit); DeU-Net / U-Net ratios; the goal <= 0.3 s.
-5. ``speed_training``: training clips/s and peak memory of every model at 256 x 256, batch 12 and 32.
-6. ``accuracy``: DeU-Net and U-Net on acdc-roi fold 0 at 256 px, base 32 (the ``acdc-roi-gpu`` profile
-   otherwise), each given the same share of the time left under ``--budget-s``: epochs planned from the
-   measured throughput, training stopped cleanly between epochs at the deadline; then 3D Dice, HD and
-   ASSD per structure and phase on the fold's validation patients (TTA none and dihedral, raw / lcc /
-   lcc_fill).
-
-``--dry-run`` runs every section on the CPU at tiny sizes (32 px, base 4, one epoch; torch.compile with
-the "eager" backend), on a phantom bundle when no real one exists: the test suite runs it end to end.
-``--sections`` runs a subset, e.g. a second call for torch.compile alone:
-``run --sections speed_inference --compile-limit-s 120``.
+``--resume PREVIOUS.json`` copies what an earlier run measured (sections that ended ok, evaluated
+(model, fold) entries of Table 1, marked as resumed) and trains with its planned epochs, so a 5-fold
+Table 1 fills in over several runs. ``--dry-run`` runs every section on the CPU at tiny sizes (32 px,
+base 4, one epoch) on a phantom bundle when no real one exists: the test suite runs it end to end.
 """
 
 from __future__ import annotations
@@ -58,15 +61,16 @@ from benchmarks.gpu_sections import RUNNERS, error_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILE = ROOT / "profiles" / "acdc-roi-gpu.yaml"
-SECTIONS = tuple(RUNNERS)  # deform_conv, train_step, cpu_vs_cuda, speed_inference, speed_training, accuracy
+SECTIONS = tuple(RUNNERS)
 
 
 @dataclass(frozen=True)
 class Sizes:
-    """Everything that differs between the GPU run and the CPU dry run."""
+    """Everything that differs between the GPU run and the CPU dry run (model_args: the profile's)."""
 
-    size: int = 256
-    model_args: dict[str, int] = field(default_factory=lambda: {"base_channels": 32, "depth": 4})
+    size: int = 256  # train_step, speed_inference, speed_training's second size
+    table_size: int = 96  # Table 1 and speed_training's first size: acdc-roi's native crop
+    model_args: dict[str, Any] = field(default_factory=dict)
     # (batch, channels in, height, width, channels out, offset groups, modulated)
     deform_cases: tuple[tuple[int, int, int, int, int, int, bool], ...] = (
         (8, 3, 256, 256, 32, 3, False),  # TDAM: one offset group per frame
@@ -74,45 +78,38 @@ class Sizes:
         (8, 64, 128, 128, 64, 1, False),  # a DGPA encoder layer
     )
     deform_bench_shape: str = "12x96x128x128"
-    check_size: int = 96
-    check_model_args: dict[str, int] = field(default_factory=lambda: {"base_channels": 8, "depth": 4})
-    check_epochs: int = 6
     cine_frames: int = 30
     cine_slices: int = 10
     infer_batch: int = 32
     repeats: int = 3
     warmup: int = 1
-    train_batches: tuple[int, ...] = (12, 32)
-    train_steps: int = 5
-    epochs: int | None = None  # None: as many as the clock allows
+    train_batch: int = 32
+    train_steps: int = 10
+    epochs: int | None = None  # None: planned from the throughput and the clock
     eval_tta: str = "dihedral"
-    eval_reserve_s: float = 25.0  # per model, for evaluation after training
     workers: int = 8  # processes for materialise / preprocess; DataLoader workers in training
-    compile_models: tuple[str, ...] = ("deunet", "unet")  # DeU-Net first: the model with the goal
-    compile_backend: str = "inductor"
+    extra_folds: tuple[int, ...] = (1, 2, 3, 4)
+    extra_models: tuple[str, ...] | None = None  # None: all, DeU-Net and U-Net first
 
 
 DRY = Sizes(
     size=32,
-    model_args={"base_channels": 4, "depth": 2},
+    table_size=32,
+    model_args={"base_channels": 4, "depth": 2, "norm": "batch"},
     deform_cases=((2, 3, 16, 16, 4, 3, False), (2, 3, 16, 16, 4, 3, True), (2, 8, 12, 12, 8, 1, False)),
     deform_bench_shape="2x8x16x16",
-    check_size=32,
-    check_model_args={"base_channels": 4, "depth": 2},
-    check_epochs=1,
     cine_frames=4,
     cine_slices=2,
     infer_batch=4,
     repeats=1,
     warmup=0,
-    train_batches=(2, 4),
+    train_batch=4,
     train_steps=1,
     epochs=1,
     eval_tta="flips",
-    eval_reserve_s=0.0,
     workers=0,
-    compile_models=("unet",),
-    compile_backend="eager",  # the child-process path without Inductor's minute of compilation
+    extra_folds=(1,),
+    extra_models=("deunet", "unet"),
 )
 
 
@@ -127,11 +124,13 @@ class Context:
         self.start = time.monotonic() - (_process_age() if args.from_cli else 0.0)
         self.deadline = self.start + args.budget_s
         self.cuda = device.type == "cuda"
-        self.throughput: dict[tuple[str, int], float] = {}  # (model, batch) -> training clips/s
+        self.throughput: dict[tuple[str, int], float] = {}  # (model, size) -> raw training clips/s
+        self.checkpoints: dict[tuple[str, int], Path] = {}  # (model, fold) -> checkpoint of this run
         self.data: dict[str, Any] = {}
+        self.previous: dict[str, Any] | None = None  # the --resume report
         self.selected: list[str] = list(args.sections or SECTIONS)
         self._raw: Path | None = None
-        self._stores: dict[int, Path] = {}
+        self._stores: dict[int, tuple[Path, list[dict[str, Any]]]] = {}
 
     def left(self) -> float:
         """Seconds left of ``--budget-s``."""
@@ -150,9 +149,6 @@ class Context:
             tmp.write_text(text)
             os.replace(tmp, self.out / name)
 
-    def params(self) -> dict[str, Any]:
-        return profile_params()
-
     def raw_root(self) -> Path:
         """The bundle written back as ACDC-layout folders (once per run)."""
         if self._raw is None:
@@ -161,32 +157,31 @@ class Context:
             self._raw = raw
         return self._raw
 
-    def store(self, size: int) -> tuple[Path, dict[str, Any]]:
-        """The clip store at ``size`` px (r <= 1) and fold 0 of the pipeline's split of it."""
+    def store(self, size: int) -> tuple[Path, list[dict[str, Any]]]:
+        """The clip store at ``size`` px (r <= 1) and the folds of the pipeline's split of it."""
         from benchmarks.acdc_cv import split_for
         from pipeline.config import section
         from pipeline.preprocessing.patient import PreprocessConfig
         from pipeline.preprocessing.run import preprocess_dataset
         from pipeline.splitting.folds import read_split
 
-        params = self.params()
         if size not in self._stores:
+            params = profile_params()
             pre = {**params["preprocess"], "size": size, "radius": 1, "max_radius": gpu_bundle.KEEP_RADIUS,
                    "workers": max(self.sizes.workers, 1)}  # fmt: skip
             cfg = section({"preprocess": pre}, "preprocess", PreprocessConfig)
-            self._stores[size] = preprocess_dataset(
-                self.raw_root(), self.work / f"store-{size}", cfg, progress=False
-            )
-        store = self._stores[size]
-        return store, read_split(split_for(store, params))["folds"][0]
+            store = preprocess_dataset(self.raw_root(), self.work / f"store-{size}", cfg, progress=False)
+            self._stores[size] = store, read_split(split_for(store, params))["folds"]
+        return self._stores[size]
 
     def train_config(self, **overrides: Any) -> Any:
         """The profile's ``train`` section with ``overrides`` (a TrainConfig)."""
         from pipeline.config import section
         from pipeline.training.trainer import TrainConfig
 
-        train = {**self.params()["train"], "folds": [0], "device": self.device.type, "threads": 0,
-                 "num_workers": self.sizes.workers, "resume": False, **overrides}  # fmt: skip
+        train = {**profile_params()["train"], "model_args": self.sizes.model_args, "folds": [0],
+                 "device": self.device.type, "threads": 0, "num_workers": self.sizes.workers,
+                 "resume": False, **overrides}  # fmt: skip
         return section({"train": train}, "train", TrainConfig)
 
 
@@ -215,11 +210,19 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def run_sections(ctx: Context, names: list[str]) -> None:
-    """Run ``names`` in SECTIONS order, each wrapped; the report is rewritten after each."""
+def run_sections(ctx: Context) -> None:
+    """Run the selected sections in SECTIONS order, each wrapped; the report is rewritten after each.
+    A section that ended ok in the ``--resume`` report is copied, not rerun (Table 1's sections always
+    run: they skip the (model, fold) entries already evaluated)."""
+    previous = (ctx.previous or {}).get("sections", {})
     for name in SECTIONS:
+        if name not in ctx.selected:
+            continue
         entry = ctx.data["sections"][name]
-        if name not in names:
+        old = previous.get(name, {})
+        if old.get("status") == "ok" and name not in ("table1", "more_folds"):
+            entry.update(old, resumed=ctx.args.resume)
+            print(f"gpu_check: {name}: resumed (ok in {ctx.args.resume})", flush=True)
             continue
         entry.update(status="running", started_at_s=round(ctx.elapsed(), 1), result={})
         ctx.save()
@@ -242,19 +245,16 @@ def _meta(args: argparse.Namespace, device: torch.device, bundle: Path) -> dict[
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
         "dry_run": args.dry_run,
         "budget_s": args.budget_s,
+        "resumed_from": args.resume,
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device)
-        if device.type == "cuda"
-        else platform.processor() or "cpu",
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
         "torch": str(torch.__version__),
         "torchvision": str(torchvision.__version__),
         "cuda": torch.version.cuda,
         "python": platform.python_version(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
-        "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
-        "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
-    }
+    }  # fmt: skip
     info = json.loads((bundle / "bundle.json").read_text())
     meta["bundle"] = {k: info[k] for k in ("source", "frames_kept", "frames_total", "bytes", "check_patient")}
     meta["bundle"]["patients"] = len(info["patients"])
@@ -267,9 +267,7 @@ def run(args: argparse.Namespace) -> int:
     device = torch.device(args.device if args.device != "auto" else ("cpu" if args.dry_run else "cuda"))
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("error: no CUDA device here; use --dry-run for the CPU rehearsal")
-    sizes = DRY if args.dry_run else Sizes()
-    if args.no_compile:
-        sizes = replace(sizes, compile_models=())
+    sizes = DRY if args.dry_run else Sizes(model_args=dict(profile_params()["train"]["model_args"]))
     if args.workers is not None:
         sizes = replace(sizes, workers=args.workers)
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="gpu-check-"))
@@ -281,17 +279,27 @@ def run(args: argparse.Namespace) -> int:
                 f"error: no bundle at {bundle}; run `python -m benchmarks.gpu_check prepare` first"
             )
         bundle = work / "phantom-bundle"
-        gpu_bundle.synthetic_bundle(bundle, dict(profile_params()["split"]))
-    out = Path(args.out)
-    ctx = Context(args, sizes, device, out, work, bundle)
+        if not (bundle / "bundle.json").is_file():
+            gpu_bundle.synthetic_bundle(bundle, dict(profile_params()["split"]))
+    ctx = Context(args, sizes, device, Path(args.out), work, bundle)
+    resume_note = None
+    if args.resume:
+        previous = json.loads(Path(args.resume).read_text())
+        if "table1" in previous and previous["meta"].get("dry_run") == args.dry_run:
+            ctx.previous = previous
+        else:
+            resume_note = (
+                "ignored: not a report of this version, or a dry run resumed by a real one (or back)"
+            )
     status = {n: "pending" if n in ctx.selected else "skipped: not selected" for n in SECTIONS}
-    ctx.data = {
-        "meta": _meta(args, device, bundle),
-        "sections": {n: {"status": s} for n, s in status.items()},
-    }
+    ctx.data = {"meta": _meta(args, device, bundle), "sections": {n: {"status": s} for n, s in status.items()},
+                "table1": {"plan": None, "entries": {}}, "weights": []}  # fmt: skip
+    ctx.data["meta"]["resume_note"] = resume_note
     ctx.save()
-    run_sections(ctx, ctx.selected)
-    print(f"gpu_check: done in {ctx.elapsed():.0f} s; {out / 'gpu_check.json'} and {out / 'gpu_check.md'}")
+    run_sections(ctx)
+    print(
+        f"gpu_check: done in {ctx.elapsed():.0f} s; {ctx.out / 'gpu_check.json'} and {ctx.out / 'gpu_check.md'}"
+    )
     return 0
 
 
@@ -318,9 +326,12 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--out", default=str(ROOT / "data" / "bench" / "gpu_check"))
     r.add_argument("--bundle", default=str(ROOT / ".device" / "acdc-roi"))
     r.add_argument("--work", default=None, help="scratch folder (default: a new temporary one)")
-    r.add_argument("--budget-s", type=float, default=330.0, help="wall-clock budget of the whole run")
+    r.add_argument("--budget-s", type=float, default=540.0, help="wall-clock budget of the whole run")
     r.add_argument(
         "--dry-run", action="store_true", help="CPU, tiny sizes, one epoch; phantom data if no bundle"
+    )
+    r.add_argument(
+        "--resume", default=None, metavar="PREVIOUS.json", help="skip what this earlier report measured"
     )
     r.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
     r.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
@@ -331,14 +342,21 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="processes for writing and preprocessing the data, DataLoader workers (default 8; dry run 0)",
     )
-    r.add_argument("--no-compile", action="store_true", help="skip the torch.compile measurements")
     r.add_argument(
-        "--compile-limit-s",
-        type=float,
-        default=60.0,
-        help="most seconds one torch.compile measurement may take, compilation included",
+        "--compile", action="store_true", help="also time DeU-Net under torch.compile (child process)"
     )
-    args = p.parse_args(argv)
+    r.add_argument(
+        "--compile-limit-s", type=float, default=60.0, help="most seconds the torch.compile row may take"
+    )
+    r.add_argument("--weights-max-files", type=int, default=6)
+    r.add_argument("--weights-max-mib", type=float, default=16.0, help="largest weights file written")
+    r.add_argument(
+        "--weights-total-mib",
+        type=float,
+        default=58.0,
+        help="all weights files together (the device tool returns 64 MiB at most, reports included)",
+    )
+    args = p.parse_args(argv)  # fmt: skip
     args.argv, args.from_cli = list(sys.argv[1:] if argv is None else argv), argv is None
     return prepare(args) if args.cmd == "prepare" else run(args)
 

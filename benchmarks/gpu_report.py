@@ -26,16 +26,24 @@ def _error(row: dict[str, Any]) -> str:
     return text.strip().splitlines()[-1][:160] if text else ""
 
 
-def _deform(res: dict[str, Any]) -> list[str]:
+def _deform(res: dict[str, Any], data: dict[str, Any]) -> list[str]:
     tol = res.get("tolerance", {})
     lines = [f"Relative error = max |grid_sample - torchvision| / max |torchvision|; tolerances: forward "
-             f"{tol.get('forward')}, backward {tol.get('backward')}.", ""]  # fmt: skip
+             f"{tol.get('forward')}, backward {tol.get('backward')}. Offset gradients are compared where the sample "
+             f"position is at least {tol.get('offset_kink_px')} px from an integer row and column (bilinear "
+             f"interpolation's kink: there the two kernels take different one-sided derivatives); the share of "
+             f"offset-gradient elements out of tolerance is given over all of them and over the kept ones.", ""]  # fmt: skip
     rows = [[" x ".join(map(str, c["shape"])), c["c_out"], c["offset_groups"], c["modulated"],
              f"{c['forward_rel_err']:.2e}", " / ".join(f"{k} {v:.1e}" for k, v in c["backward_rel_err"].items()),
-             c["ok"]] for c in res.get("cases", [])]  # fmt: skip
-    lines += _table(
-        ["input B x C x H x W", "C_out", "offset groups", "modulated", "forward", "backward", "ok"], rows
-    )
+             f"{c['offset_out_of_tol_all']:.1e} / {c['offset_out_of_tol_kept']:.1e} "
+             f"({c['offset_out_of_tol_near_kink']} near a kink, {c['offset_elements'] - c['offset_kept']} of "
+             f"{c['offset_elements']} left out)", c["ok"]] for c in res.get("cases", [])]  # fmt: skip
+    lines += _table(["input B x C x H x W", "C_out", "offset groups", "modulated", "forward", "backward (offset: kept)",
+                     "offset grads out of tol.: all / kept", "ok"], rows)  # fmt: skip
+    if "gradcheck_float64" in res:
+        g = res["gradcheck_float64"]
+        lines += ["", "float64 `torch.autograd.gradcheck` (finite differences) at sample positions 0.1-0.9 px off the "
+                      "grid, modulated, 2 offset groups: " + ", ".join(f"{k} {_f(v)}" for k, v in g.items()) + "."]  # fmt: skip
     if "speed" in res:
         s = res["speed"]
         lines += ["", f"Forward + backward, 3x3, {' x '.join(map(str, s['shape']))}: grid_sample {s['grid_sample_ms']:.1f} ms, "
@@ -43,128 +51,211 @@ def _deform(res: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _train_step(res: dict[str, Any]) -> list[str]:
+def _train_step(res: dict[str, Any], data: dict[str, Any]) -> list[str]:
     lines = [f"{res.get('size')} x {res.get('size')}, batch {res.get('batch')}, {res.get('model_args')}, "
              f"bf16 autocast: {_f(res.get('bf16_autocast'))}.", ""]  # fmt: skip
     rows = [[r["model"], r.get("loss"), r.get("logits_dtype", ""),
              "/".join(_f(r.get(k)) for k in ("loss_finite", "grads_finite", "weights_finite")) if "loss" in r else "",
-             r.get("seconds"), r.get("peak_mb"), _f(r.get("ok", False)) + (f" ({_error(r)})" if "error" in r else "")]
+             _f(r.get("ok", False)) + (f" ({_error(r)})" if "error" in r else "")]
             for r in res.get("rows", [])]  # fmt: skip
-    return lines + _table(
-        ["model", "loss", "logits", "finite loss/grads/weights", "s (first step)", "peak MB", "ok"], rows
-    )
+    return lines + _table(["model", "loss", "logits", "finite loss/grads/weights", "ok"], rows)
 
 
-def _cpu_vs_cuda(res: dict[str, Any]) -> list[str]:
-    lines = []
-    if "checkpoint" in res:
-        c = res["checkpoint"]
-        lines.append(f"Checkpoint: {c['model']} {c['model_args']} at {c['size']} px, {c['epochs']} epoch(s) on fold 0 "
-                     f"(validation Dice {_f(c['val_dice'])}), trained in {c['train_s']:.0f} s.")  # fmt: skip
-    if "cine" in res:
-        c = res["cine"]
-        lines.append(f"Cine: {c['patient']} (T, Z, Y, X) = {tuple(c['shape_tzyx'])}, a fold-0 validation patient: "
-                     f"{_f(c['in_fold0_val'])}. CPU fp32 prediction: {_f(res.get('cpu_s'), 2)} s.")  # fmt: skip
-    rows = [[c["device"], c["bf16"], c["seconds"], " / ".join(f"{v:.4f}" for v in c["dice_vs_cpu"].values()),
-             c["pixels_differing"], c["ok"]] for c in res.get("comparisons", [])]  # fmt: skip
-    return [
-        *lines,
-        "",
-        *_table(
-            ["device", "bf16", "s per cine", "Dice vs CPU (LV / MYO / RV)", "pixels differing", "ok"], rows
-        ),
-    ]
-
-
-def _speed_inference(res: dict[str, Any]) -> list[str]:
+def _speed_inference(res: dict[str, Any], data: dict[str, Any]) -> list[str]:
     cine = " x ".join(map(str, res.get("cine", [])))
+    goals = res.get("goals_s", {})
     lines = [f"One cine of {cine} (T x Z x Y x X) through `Segmenter.predict` (normalisation, resizing, clips, "
-             f"batch {res.get('batch')}, mapping back, argmax), {res.get('model_args')}, median of {res.get('repeats')}.", ""]  # fmt: skip
-    rows = [[r["model"], r.get("bf16"), r.get("channels_last"), r.get("compile"),
-             r.get("seconds") if "seconds" in r else _error(r), r.get("peak_mb")] for r in res.get("rows", [])]  # fmt: skip
-    lines += _table(["model", "bf16", "channels_last", "compile", "s per cine", "peak MB"], rows)
-    if "cpu_preprocess_s" in res:
-        lines.append(f"\nOf which on the CPU before the network: intensity normalisation and resizing of the cine, "
-                     f"{res['cpu_preprocess_s']:.3f} s (measured alone).")  # fmt: skip
-    for r in res.get("ratios", []):
-        lines.append(f"\nDeU-Net / U-Net (bf16 {_f(r['bf16'])}, channels_last {_f(r['channels_last'])}, "
-                     f"compile {_f(r['compile'])}): {r['deunet_over_unet']:.2f}x")  # fmt: skip
-    if "goal" in res:
-        g = res["goal"]
-        lines.append(f"\nGoal: DeU-Net <= {g['deunet_s_per_cine_at_most']} s per cine on an H100/H200; best measured "
-                     f"{_f(g['best_deunet_s'])} s: met {_f(g['met'])}.")  # fmt: skip
+             f"batch {res.get('batch')}, mapping back, argmax), {res.get('model_args')}, median of "
+             f"{res.get('repeats')}; goals on an H100/H200: " + ", ".join(f"{m} <= {s} s" for m, s in goals.items()) + ".", ""]  # fmt: skip
+    rows = [[r["model"], r.get("bf16"), r.get("compile"), r.get("seconds") if "seconds" in r else _error(r),
+             goals.get(r["model"], ""), r.get("met"), r.get("peak_mb")] for r in res.get("rows", [])]  # fmt: skip
+    lines += _table(["model", "bf16", "compile", "s per cine", "goal s", "met", "peak MB"], rows)
+    for key in ("deunet_over_unet_bf16", "deunet_over_unet_fp32"):
+        if key in res:
+            lines.append(f"\nDeU-Net / U-Net time per cine ({key[-4:]}): {res[key]:.2f}x")
     return lines
 
 
-def _speed_training(res: dict[str, Any]) -> list[str]:
-    lines = [f"Forward + backward + Adam step at {res.get('size')} x {res.get('size')}, {res.get('model_args')}, "
-             f"{res.get('steps')} timed steps, bf16 autocast: {_f(res.get('bf16_autocast'))}.", ""]  # fmt: skip
-    rows = [[r.get("model", ""), r.get("batch"), r.get("clips_per_s") if "clips_per_s" in r else _error(r),
+def _speed_training(res: dict[str, Any], data: dict[str, Any]) -> list[str]:
+    lines = [f"Forward + backward + Adam step, batch {res.get('batch')}, {res.get('model_args')}, {res.get('steps')} "
+             f"timed steps, bf16 autocast: {_f(res.get('bf16_autocast'))}, channels_last: {_f(res.get('channels_last'))}.", ""]  # fmt: skip
+    rows = [[r.get("model", ""), r.get("size"), r.get("clips_per_s") if "clips_per_s" in r else _error(r),
              r.get("peak_mb")] for r in res.get("rows", [])]  # fmt: skip
-    return lines + _table(["model", "batch", "clips/s", "peak MB (CUDA: max allocated; CPU: peak RSS)"], rows)
+    lines += _table(["model", "px", "clips/s", "peak MB (CUDA: max allocated; CPU: peak RSS)"], rows)
+    for size, ratio in res.get("deunet_over_unet", {}).items():
+        lines.append(f"\nDeU-Net / U-Net training clips/s at {size} px: {ratio:.2f} (goal >= {res.get('ratio_goal')}: "
+                     f"met {_f(ratio >= res.get('ratio_goal', 0.5))})")  # fmt: skip
+    for prof in res.get("profile", []):
+        if "kernels" not in prof:
+            lines += ["", f"DeU-Net profile at {prof.get('size')} px: {_error(prof)}"]
+            continue
+        lines += ["", f"Where one DeU-Net training step goes at {prof['size']} px, batch {prof['batch']} (torch profiler; "
+                      f"step {prof['step_ms']:.1f} ms, {prof['device_total_ms']:.1f} ms of kernels):", ""]  # fmt: skip
+        lines += _table(
+            ["kernel / op (self time)", "calls", "ms", "share"],
+            [[k["name"].replace("|", "/"), k["calls"], k["ms"], k["share"]] for k in prof["kernels"]],
+        )
+        parts = [[p["part"], p["forward_ms"], p["share_of_forward"]] for p in prof["parts"][:12]]
+        lines += ["", *_table(["part (forward only)", "ms", "share of forward"], parts)]
+    return lines
 
 
-def _accuracy(res: dict[str, Any]) -> list[str]:
-    from pipeline.evaluation import table1_markdown
+def _cases(entry: dict[str, Any], tta: str, variant: str) -> list[dict[str, Any]]:
+    return entry.get("evaluation", {}).get(tta, {}).get("cases", {}).get(variant, [])
 
+
+def _best_variant(entries: list[dict[str, Any]]) -> tuple[str, str] | None:
+    """The (TTA, post-processing) with the highest mean Dice averaged over the entries."""
+    scores: dict[tuple[str, str], list[float]] = {}
+    for e in entries:
+        for tta, ev in e.get("evaluation", {}).items():
+            for variant, head in ev.get("headline", {}).items():
+                scores.setdefault((tta, variant), []).append(head["mean_dice"])
+    full = {k: sum(v) / len(v) for k, v in scores.items() if len(v) == len(entries)}
+    return max(full, key=lambda k: full[k]) if full else None
+
+
+def _paper_table(rows: list[tuple[str, list[dict[str, Any]]]]) -> list[str]:
+    """Models as rows; Dice, HD and ASSD (mean ± std) per structure and phase, then the average Dice."""
+    from pipeline.evaluation import summarise
+    from pipeline.vocabulary import PHASES, STRUCTURE_ORDER
+
+    cols = [(m, s, p) for m in ("dice", "hd", "assd") for s in STRUCTURE_ORDER for p in PHASES]
+    header = ["model", *(f"{m.upper() if m != 'dice' else 'Dice'} {s} {p}" for m, s, p in cols), "mean Dice"]
+    out = []
+    for name, cases in rows:
+        summary = summarise(cases)
+        cells = []
+        for m, s, p in cols:
+            st, d = summary["by_phase"][p][s][m], 3 if m == "dice" else 2
+            cells.append(f"{st['mean']:.{d}f} ± {st['std']:.{d}f}" if st["n"] else "n/a")
+        out.append([name, *cells, summary["average"]["all"]["dice"]["mean"]])
+    return _table(header, out)
+
+
+def _training_rows(entries: list[dict[str, Any]]) -> list[str]:
+    rows = [[e["model"], e["fold"], f"{e.get('epochs_planned')} / {e.get('epochs_run', '')}", e.get("stopped_by_clock"),
+             e.get("train_s"), e.get("real_clips_per_s"), e.get("raw_clips_per_s"), e.get("real_fraction"),
+             None if e.get("real_fraction") is None else e["real_fraction"] >= 0.85, e.get("val_dice"),
+             "resumed" if e.get("resumed") else ("error: " + _error(e) if "error" in e else "")]
+            for e in entries]  # fmt: skip
+    return _table(["model", "fold", "epochs planned / run", "stopped by the clock", "train s", "real clips/s",
+                   "raw clips/s (96 px)", "real / raw", ">= 85 %", "val Dice (2D, last scored)", "note"], rows)  # fmt: skip
+
+
+def _variants_rows(entries: list[dict[str, Any]]) -> list[str]:
+    rows = [[e["model"], e["fold"], tta, v, h["mean_dice"], h["mean_hd"], h["mean_assd"], h["dice_RV_ES"], ev.get("seconds")]
+            for e in entries for tta, ev in e.get("evaluation", {}).items() for v, h in ev.get("headline", {}).items()]  # fmt: skip
+    return _table(["model", "fold", "TTA", "post-processing", "mean Dice", "mean HD (mm)", "mean ASSD (mm)",
+                   "RV ES Dice", "eval s"], rows)  # fmt: skip
+
+
+def _table1(res: dict[str, Any], data: dict[str, Any]) -> list[str]:
+    t1 = data.get("table1", {})
+    plan = t1.get("plan") or {}
+    fold0 = [e for e in t1.get("entries", {}).values() if e.get("fold") == 0]
     lines = [f"acdc-roi fold 0: {res.get('train_clips')} training clips, {res.get('val_clips')} validation clips "
-             f"({len(res.get('val_patients', []))} patients; same split as the bundle: "
-             f"{_f(res.get('split_matches_bundle'))}), {res.get('size')} px, {res.get('model_args')}, batch "
-             f"{res.get('batch')}, lr {res.get('lr')} {res.get('schedule')}. 3D metrics at the original "
-             f"resolution with the header spacing.", ""]  # fmt: skip
-    models = res.get("models", {})
-    rows = [[name, f"{m.get('planned_epochs')} / {m.get('epochs_run', '')}", m.get("stopped_by_clock", ""),
-             m.get("train_s"), (m.get("epoch_s") or [None])[-1], (m.get("val_dice") or [None])[-1]]
-            if "skipped" not in m else [name, m["skipped"], "", "", "", ""] for name, m in models.items()]  # fmt: skip
-    lines += _table(["model", "epochs planned / run", "stopped by the clock", "train s", "s per epoch (last)",
-                     "val Dice (2D, last)"], rows)  # fmt: skip
-    heads = [[name, tta, variant, v["headline"]["mean_dice"], v["headline"]["mean_hd"], v["headline"]["mean_assd"],
-              v["headline"]["dice_RV_ES"]]
-             for name, m in models.items() for tta, ev in m.get("evaluation", {}).items()
-             for variant, v in ev["variants"].items()]  # fmt: skip
-    if heads:
-        lines += ["", *_table(["model", "TTA", "post-processing", "mean Dice", "mean HD (mm)", "mean ASSD (mm)",
-                               "RV ES Dice"], heads)]  # fmt: skip
-    for name, m in models.items():
-        for tta, ev in m.get("evaluation", {}).items():
-            variant = "lcc_fill" if tta != "none" else "raw"
-            if variant in ev["variants"]:
-                lines += [
-                    "",
-                    f"#### {name}, TTA {tta}, {variant}",
-                    "",
-                    table1_markdown(ev["variants"][variant]["summary"]),
-                ]
+             f"({len(res.get('fold0_val', []))} patients; same split as the bundle: {_f(res.get('split_matches_bundle'))}); "
+             f"{plan.get('size')} px, {plan.get('model_args')}, the acdc-roi-gpu profile otherwise. Epochs: "
+             f"{plan.get('epochs')} for every model ({plan.get('how')}; {plan.get('seconds')} s planned"
+             f"{'; resumed plan' if plan.get('resumed') else ''}). 3D metrics at the original resolution with the "
+             f"header spacing; real clips/s = training clips / training seconds of an epoch.", ""]  # fmt: skip
+    lines += _training_rows(fold0)
+    for skipped in res.get("skipped", []):
+        lines.append(f"\nNot trained: {skipped}")
+    done = [e for e in fold0 if "evaluation" in e]
+    best = _best_variant(done)
+    if best:
+        lines += [
+            "",
+            f"### Table 1 (fold 0, TTA {best[0]}, {best[1]}: the variant with the best mean Dice)",
+            "",
+        ]
+        lines += _paper_table([(e["model"], _cases(e, *best)) for e in done])
+        lines += ["", "All four variants (means over structures and phases):", "", *_variants_rows(done)]
+    weights = data.get("weights", [])
+    if weights:
+        lines += ["", "Weights (fp16 state dicts with model name, config, preprocessing and view; load with "
+                      "`Segmenter.from_files`):", ""]  # fmt: skip
+        lines += _table(["model", "fold", "file", "MiB", "note"],
+                        [[w["model"], w["fold"], w.get("file", ""), w.get("bytes", 0) / 2**20 if "bytes" in w else None,
+                          "resumed" if w.get("resumed") else w.get("skipped", "")] for w in weights])  # fmt: skip
+    return lines
+
+
+def _cpu_vs_cuda(res: dict[str, Any], data: dict[str, Any]) -> list[str]:
+    lines = []
+    if "checkpoint" in res:
+        c = res["checkpoint"]
+        lines.append(f"Checkpoint: Table 1's DeU-Net fold 0 ({c['source']}), {c['model_args']} at {c['size']} px, "
+                     f"{c['epochs']} epoch(s), validation Dice {_f(c['val_dice'])}.")  # fmt: skip
+    if "cine" in res:
+        c = res["cine"]
+        lines.append(f"Cine: {c['patient']} (T, Z, Y, X) = {tuple(c['shape_tzyx'])}, a fold-0 validation patient: "
+                     f"{_f(c['in_fold0_val'])}. CPU fp32 prediction: {_f(res.get('cpu_s'), 2)} s. CUDA fp32 with TF32 "
+                     f"off; tolerances (Dice per structure vs CPU fp32): {res.get('tolerance')}.")  # fmt: skip
+    rows = [[c["device"], c["bf16"], c["seconds"], " / ".join(f"{v:.4f}" for v in c["dice_vs_cpu"].values()),
+             f"{c['pixels_differing']} of {c.get('pixels', '?')}", c.get("tolerance"), c["ok"]]
+            for c in res.get("comparisons", [])]  # fmt: skip
+    return [*lines, "", *_table(["device", "bf16", "s per cine", "Dice vs CPU (LV / MYO / RV)", "pixels differing",
+                                 "Dice at least", "ok"], rows)]  # fmt: skip
+
+
+def _more_folds(res: dict[str, Any], data: dict[str, Any]) -> list[str]:
+    entries = list(data.get("table1", {}).get("entries", {}).values())
+    later = [e for e in entries if e.get("fold", 0) > 0]
+    lines = [f"Epochs: {res.get('epochs')} (Table 1's plan). Ran: {', '.join(res.get('ran', [])) or 'none'}."]
+    lines += [f"Not trained: {s}" for s in res.get("skipped", [])]
+    if later:
+        lines += ["", *_training_rows(later), "", *_variants_rows([e for e in later if "evaluation" in e])]
+    pooled = {}
+    for e in entries:
+        if "evaluation" in e:
+            pooled.setdefault(e["model"], []).append(e)
+    pooled = {m: es for m, es in pooled.items() if len(es) > 1}
+    best = _best_variant([e for es in pooled.values() for e in es])
+    if best:
+        lines += [
+            "",
+            f"### Pooled over folds (TTA {best[0]}, {best[1]}; cases of every evaluated fold together)",
+            "",
+        ]
+        lines += _paper_table([(f"{m} (folds {', '.join(str(e['fold']) for e in es)})",
+                                [c for e in es for c in _cases(e, *best)]) for m, es in pooled.items()])  # fmt: skip
     return lines
 
 
 RENDER = {"deform_conv": ("deform_conv2d: torchvision's kernel vs the grid_sample path", _deform),
           "train_step": ("One bf16-autocast training step per model", _train_step),
-          "cpu_vs_cuda": ("CPU vs CUDA predictions of one checkpoint on a real cine", _cpu_vs_cuda),
           "speed_inference": ("Inference speed per cine", _speed_inference),
-          "speed_training": ("Training throughput and peak memory", _speed_training),
-          "accuracy": ("Real accuracy: DeU-Net and U-Net on acdc-roi fold 0", _accuracy)}  # fmt: skip
+          "speed_training": ("Raw training throughput", _speed_training),
+          "table1": ("Table 1: the eight models on acdc-roi fold 0", _table1),
+          "cpu_vs_cuda": ("CPU vs CUDA predictions of Table 1's DeU-Net on a real cine", _cpu_vs_cuda),
+          "more_folds": ("More folds, and Table 1 pooled over folds", _more_folds)}  # fmt: skip
 
 
 def render_markdown(data: dict[str, Any]) -> str:
     """The report: what ran where, one status line per section, then each section's tables."""
     meta, sections = data["meta"], data["sections"]
     b = meta.get("bundle", {})
-    lines = ["# GPU check (issue 15)", "",
+    lines = ["# GPU check", "",
              f"`{meta['command']}` on {meta['device_name']} ({meta['device']}), torch {meta['torch']}, torchvision "
              f"{meta['torchvision']}, CUDA {meta['cuda']}, Python {meta['python']}, {meta['cpu_count']} CPUs; started "
              f"{meta['started']}; {meta.get('elapsed_s', 0):.0f} s of a {meta['budget_s']:.0f} s budget"
-             f"{'; DRY RUN (CPU, tiny sizes)' if meta['dry_run'] else ''}.",
+             f"{'; DRY RUN (CPU, tiny sizes)' if meta['dry_run'] else ''}"
+             + (f"; resumed from {meta['resumed_from']}" if meta.get("resumed_from") else "")
+             + (f" ({meta['resume_note']})" if meta.get("resume_note") else "") + ".",
              f"Data: {b.get('patients')} patients ({b.get('source')}), {b.get('frames_kept')} of {b.get('frames_total')} "
              f"frames kept, bundle {b.get('bytes', 0) / 2**20:.1f} MiB.", ""]  # fmt: skip
     lines += _table(["section", "status", "seconds"],
-                    [[name, s["status"], s.get("seconds")] for name, s in sections.items()])  # fmt: skip
+                    [[name, s["status"] + (" (resumed)" if s.get("resumed") else ""), s.get("seconds")]
+                     for name, s in sections.items()])  # fmt: skip
     for i, (name, s) in enumerate(sections.items(), 1):
         title, render = RENDER[name]
         lines += ["", f"## {i}. {title} ({s['status']})", ""]
         if s.get("result"):
             try:
-                lines += render(s["result"])
+                lines += render(s["result"], data)
             except Exception as exc:  # a partial result must never lose the report
                 lines.append(f"(could not render the partial result: {type(exc).__name__}: {exc})")
         if "error" in s:

@@ -1,11 +1,15 @@
 """benchmarks.gpu_check on the CPU: the bundle keeps every clip of r <= 1 exactly; ``prepare`` then the
-``--dry-run`` of all six sections end to end (JSON and markdown); a failing section is recorded and the
-run goes on."""
+``--dry-run`` of every section end to end (JSON, markdown, weights) in a fresh Python without the packages
+the GPU machine lacks; a second dry run with ``--resume`` skips what the first measured; a failing section
+is recorded and the run goes on."""
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +21,36 @@ from pipeline.data.phantom import PhantomConfig, generate_dataset, iter_records
 from pipeline.preprocessing.clips import clip_frames
 from pipeline.vocabulary import PHASES, STRUCTURE_ORDER
 
-SECTIONS = ("deform_conv", "train_step", "cpu_vs_cuda", "speed_inference", "speed_training", "accuracy")
+SECTIONS = (
+    "deform_conv",
+    "train_step",
+    "speed_inference",
+    "speed_training",
+    "table1",
+    "cpu_vs_cuda",
+    "more_folds",
+)
+#: Not installed on the GPU machine: a run there must never import them.
+ABSENT = ("mlflow", "dvc", "prefect", "optuna", "great_expectations", "pydicom", "hypothesis", "medpy")
+#: ``python -c``: hide ABSENT (importing one raises ModuleNotFoundError), then run benchmarks.gpu_check.
+LAUNCH = f"""
+import sys
+ABSENT = {ABSENT!r}
+class Absent:  # every finder answers "not found" for ABSENT, as where they are not installed
+    def __init__(self, inner):
+        self.inner = inner
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in ABSENT:
+            return None
+        return self.inner.find_spec(name, path, target)
+    def __getattr__(self, attr):
+        return getattr(self.inner, attr)
+sys.meta_path[:] = [Absent(finder) for finder in sys.meta_path]
+assert not [name for name in sys.modules if name.partition(".")[0] in ABSENT]
+from benchmarks.gpu_check import main
+sys.exit(main(sys.argv[1:]))
+"""
+ROOT = Path(__file__).resolve().parents[2]
 
 SMALL = PhantomConfig(n_patients=6, matrix=(48, 48), n_frames=(8, 10), n_slices=(4, 5))
 
@@ -45,62 +78,121 @@ def _sections(out: Path) -> dict:
     return json.loads((out / "gpu_check.json").read_text())["sections"]
 
 
+def _run_without_absent(args: list[str]) -> dict:
+    """The dry run in a fresh Python where ABSENT cannot be imported; its report."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", LAUNCH, "run", "--dry-run", "--threads", "1", *args], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    out = Path(args[args.index("--out") + 1])
+    report = json.loads((out / "gpu_check.json").read_text())
+    statuses = {n: s["status"] for n, s in report["sections"].items()}
+    assert list(statuses) == [*SECTIONS]
+    assert all(s == "ok" or (s.startswith("skipped: ") and len(s) > 12) for s in statuses.values()), statuses
+    return report
+
+
 @pytest.mark.slow
-def test_prepare_and_dry_run_write_every_section(tmp_path: Path) -> None:
+def test_prepare_and_dry_run_write_every_section_and_resume(tmp_path: Path) -> None:
     generate_dataset(tmp_path / "raw", SMALL)
     bundle, site, out, work = (tmp_path / name for name in ("bundle", "site", "out", "work"))
+    prepare = ["prepare", "--source", str(tmp_path / "raw"), "--out", str(bundle), "--site", str(site)]
+    assert gpu_check.main(prepare) == 0
+    meta = json.loads((bundle / "bundle.json").read_text())
+    assert len(meta["patients"]) == 6 and meta["check_patient"] in meta["fold0_val"]
+    assert meta["frames_kept"] < meta["frames_total"]
+    assert 0 < meta["bytes"] < gpu_bundle.folder_bytes(bundle)
+    assert (site / "nibabel" / "__init__.py").is_file() and not list(site.rglob("tests"))
+
+    run = ["--bundle", str(bundle), "--work", str(work)]
+    # --workers 2: the process pools and DataLoader workers of the GPU run, here too
+    report = _run_without_absent([*run, "--workers", "2", "--out", str(out)])
+    sections = report["sections"]
+    assert {n: s["status"] for n, s in sections.items()} == dict.fromkeys(SECTIONS, "ok"), sections
+    assert (
+        report["meta"]["dry_run"]
+        and report["meta"]["device"] == "cpu"
+        and report["meta"]["bundle"]["patients"] == 6
+    )
+
+    deform = sections["deform_conv"]["result"]
+    assert len(deform["cases"]) == 3 and all(c["forward_rel_err"] <= 1e-4 for c in deform["cases"])
+    assert {"x", "offset", "weight", "mask"} <= set(deform["cases"][1]["backward_rel_err"])
+    assert all(
+        c["offset_out_of_tol_kept"] == 0.0 and c["offset_kept"] < c["offset_elements"]
+        for c in deform["cases"]
+    )
+    assert deform["gradcheck_float64"] == {"grid_sample": True, "torchvision": True}
+    assert deform["speed"]["torchvision_ms"] > 0 and deform["speed"]["grid_sample_ms"] > 0
+    steps = sections["train_step"]["result"]["rows"]
+    assert len(steps) == 8 and all(math.isfinite(r["loss"]) and r["grads_finite"] for r in steps)
+    infer = sections["speed_inference"]["result"]["rows"]
+    assert {r["model"] for r in infer} == {"unet", "deunet"} and all(r["seconds"] > 0 for r in infer)
+    train = sections["speed_training"]["result"]["rows"]
+    assert len(train) == 10 and all(r["clips_per_s"] > 0 for r in train)
+
+    table = report["table1"]
+    assert table["plan"]["epochs"] == 1 and len(table["plan"]["models"]) == 8
+    t1 = sections["table1"]["result"]
+    assert t1["split_matches_bundle"] and t1["fold0_val"] == meta["fold0_val"]
+    fold0 = {k: e for k, e in table["entries"].items() if e["fold"] == 0}
+    assert len(fold0) == 8 and all(e["epochs_run"] == 1 for e in fold0.values())
+    for entry in fold0.values():
+        assert set(entry["evaluation"]) == {"none", "flips"}
+        lcc = entry["evaluation"]["flips"]["headline"]["lcc_fill"]
+        assert 0.0 <= lcc["mean_dice"] <= 1.0
+        cases = entry["evaluation"]["none"]["cases"]["raw"]
+        assert {c["phase"] for c in cases} == set(PHASES) and set(cases[0]["metrics"]) == set(STRUCTURE_ORDER)
+    assert set(table["entries"]) - set(fold0) == {
+        "deunet/fold1",
+        "unet/fold1",
+    }  # more_folds: DeU-Net, U-Net first
+    check = sections["cpu_vs_cuda"]["result"]
+    assert check["cine"]["in_fold0_val"] and check["checkpoint"]["source"] == "this run's Table 1"
+    assert check["comparisons"][0]["dice_vs_cpu"] == dict.fromkeys(STRUCTURE_ORDER, 1.0)  # CPU vs CPU
+    written = [w for w in report["weights"] if "bytes" in w]
+    assert [w["model"] for w in written[:2]] == ["deunet", "unet"] and len(written) == 6
+    assert sorted(p.name for p in (out / "weights").iterdir()) == sorted(
+        Path(w["file"]).name for w in written
+    )
+    from pipeline.inference.predict import Segmenter
+
+    seg = Segmenter.from_files([out / written[0]["file"]])  # fp16 weights rebuild a working model
+    assert seg.predict(np.zeros((3, 2, 40, 40), np.float32)).shape == (3, 2, 40, 40)
+    md = (out / "gpu_check.md").read_text()
+    assert "DRY RUN" in md and "### Table 1 (fold 0" in md and "### Pooled over folds" in md
+    assert "| deunet | 0 | flips | lcc_fill |" in md
+
+    # --resume: everything measured is copied (marked), nothing is trained again
+    again = _run_without_absent(
+        [*run, "--out", str(tmp_path / "out2"), "--resume", str(out / "gpu_check.json")]
+    )
+    assert again["sections"]["deform_conv"]["resumed"] and again["sections"]["cpu_vs_cuda"]["resumed"]
+    assert again["sections"]["table1"]["result"]["note"] == "every model resumed"
+    assert again["sections"]["more_folds"]["status"].startswith("skipped: every fold resumed")
+    assert set(again["table1"]["entries"]) == set(table["entries"])
+    assert all(e["resumed"] for e in again["table1"]["entries"].values())
+    assert again["table1"]["plan"]["epochs"] == 1 and not (tmp_path / "out2" / "weights").exists()
+
+
+def test_a_failing_section_is_recorded_and_the_next_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(ctx: object, res: dict) -> str:
+        raise RuntimeError("deliberately broken")
+
+    monkeypatch.setitem(gpu_check.RUNNERS, "deform_conv", broken)
     threads = torch.get_num_threads()
     try:
-        prepare = ["prepare", "--source", str(tmp_path / "raw"), "--out", str(bundle), "--site", str(site)]
-        assert gpu_check.main(prepare) == 0
-        meta = json.loads((bundle / "bundle.json").read_text())
-        assert len(meta["patients"]) == 6 and meta["check_patient"] in meta["fold0_val"]
-        assert meta["frames_kept"] < meta["frames_total"]
-        assert 0 < meta["bytes"] < gpu_bundle.folder_bytes(bundle)
-        assert (site / "nibabel" / "__init__.py").is_file() and not list(site.rglob("tests"))
-
-        run = ["run", "--dry-run", "--threads", "1", "--bundle", str(bundle), "--work", str(work)]
-        # --workers 2: the process pools and DataLoader workers of the GPU run, here too
-        assert gpu_check.main([*run, "--workers", "2", "--out", str(out)]) == 0
-        sections = _sections(out)
-        assert list(sections) == [*SECTIONS]
-        assert {n: s["status"] for n, s in sections.items()} == dict.fromkeys(SECTIONS, "ok"), sections
-        report = json.loads((out / "gpu_check.json").read_text())["meta"]
-        assert report["dry_run"] and report["device"] == "cpu" and report["bundle"]["patients"] == 6
-
-        deform = sections["deform_conv"]["result"]
-        assert len(deform["cases"]) == 3 and all(c["forward_rel_err"] <= 1e-4 for c in deform["cases"])
-        assert {"x", "offset", "weight", "mask"} <= set(deform["cases"][1]["backward_rel_err"])
-        assert deform["speed"]["torchvision_ms"] > 0 and deform["speed"]["grid_sample_ms"] > 0
-        steps = sections["train_step"]["result"]["rows"]
-        assert len(steps) == 8 and all(math.isfinite(r["loss"]) and r["grads_finite"] for r in steps)
-        check = sections["cpu_vs_cuda"]["result"]
-        assert check["cine"]["in_fold0_val"]
-        assert check["comparisons"][0]["dice_vs_cpu"] == dict.fromkeys(STRUCTURE_ORDER, 1.0)  # CPU vs CPU
-        infer = sections["speed_inference"]["result"]["rows"]
-        variants = {(r["model"], r["compile"]) for r in infer}
-        assert variants >= {("unet", False), ("deunet", False), ("unet", "eager")}
-        assert all(r["seconds"] > 0 for r in infer)  # the compiled one too, in its child process
-        train = sections["speed_training"]["result"]["rows"]
-        assert len(train) == 16 and all(r["clips_per_s"] > 0 for r in train)
-        acc = sections["accuracy"]["result"]
-        assert acc["split_matches_bundle"] and acc["val_patients"] == meta["fold0_val"]
-        for model in ("deunet", "unet"):
-            m = acc["models"][model]
-            assert m["epochs_run"] == 1 and set(m["evaluation"]) == {"none", "flips"}
-            lcc = m["evaluation"]["flips"]["variants"]["lcc_fill"]
-            assert 0.0 <= lcc["headline"]["mean_dice"] <= 1.0 and set(lcc["by_phase"]) == set(PHASES)
-            assert set(lcc["by_phase"]["ES"]["RV"]) == {"dice", "hd", "assd"}
-        md = (out / "gpu_check.md").read_text()
-        assert "DRY RUN" in md and "## 6. Real accuracy" in md and "| deunet | flips | lcc_fill |" in md
-
-        # A section that raises is recorded with its traceback, and the next one still runs.
-        (bundle / "check_cine.npz").unlink()
-        only = ["--sections", "cpu_vs_cuda", "speed_inference"]
-        assert gpu_check.main([*run, "--out", str(tmp_path / "out2"), *only]) == 0
-        again = _sections(tmp_path / "out2")
-        assert again["cpu_vs_cuda"]["status"] == "error" and "check_cine.npz" in again["cpu_vs_cuda"]["error"]
-        assert again["speed_inference"]["status"] == "ok"
-        assert again["accuracy"]["status"] == "skipped: not selected"
+        args = ["run", "--dry-run", "--threads", "1", "--work", str(tmp_path / "work"), "--bundle",
+                str(tmp_path / "none"), "--out", str(tmp_path / "out"), "--sections", "deform_conv", "train_step"]  # fmt: skip
+        assert gpu_check.main(args) == 0
     finally:
         torch.set_num_threads(threads)
+    sections = _sections(tmp_path / "out")
+    assert (
+        sections["deform_conv"]["status"] == "error"
+        and "deliberately broken" in sections["deform_conv"]["error"]
+    )
+    assert sections["train_step"]["status"] == "ok"
+    assert sections["table1"]["status"] == "skipped: not selected"
