@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.autograd import DeviceType
 
 from pipeline.models.base import SegmentationModel
 from pipeline.models.losses import DiceCELoss
@@ -110,17 +111,26 @@ def profile_training_step(model: SegmentationModel, size: int, batch: int, devic
         step_ms = (time.perf_counter() - start) * 1e3
     events = prof.key_averages()
 
-    def device_us(event: Any) -> float:  # total device (CUDA) time of a range, self time of an op
+    def device_us(event: Any) -> float:  # kernels launched inside a host range (CUDA), its time (CPU)
         return float(getattr(event, "device_time_total" if cuda else "cpu_time_total", 0.0))
 
     def self_us(event: Any) -> float:
         return float(getattr(event, "self_device_time_total" if cuda else "self_cpu_time_total", 0.0))
 
-    ops = [e for e in events if not e.key.startswith("part:") and self_us(e) > 0]
+    def on_host(event: Any) -> bool:
+        return getattr(event, "device_type", DeviceType.CPU) == DeviceType.CPU
+
+    # On CUDA the table lists kernels only: a host op's self device time repeats its kernels' (the first
+    # GPU run listed both, so every share was halved), and record_function also leaves a device-side
+    # annotation of each mark under the same name, which is not a kernel either.
+    ops = [e for e in events if not e.key.startswith("part:") and self_us(e) > 0
+           and (not cuda or not (on_host(e) or getattr(e, "is_user_annotation", False)))]  # fmt: skip
     total = sum(self_us(e) for e in ops) or 1.0
     kernels = [{"name": e.key[:90], "ms": round(self_us(e) / 1e3, 3), "share": round(self_us(e) / total, 4),
                 "calls": int(e.count)} for e in sorted(ops, key=self_us, reverse=True)[:top]]  # fmt: skip
-    marks = {e.key.removeprefix("part:"): device_us(e) for e in events if e.key.startswith("part:")}
+    marks = {
+        e.key.removeprefix("part:"): device_us(e) for e in events if e.key.startswith("part:") and on_host(e)
+    }
     forward = marks.pop("forward", 0.0) or 1.0
     parts = [{"part": name, "forward_ms": round(us / 1e3, 3), "share_of_forward": round(us / forward, 4)}
              for name, us in sorted(marks.items(), key=lambda kv: -kv[1])]  # fmt: skip

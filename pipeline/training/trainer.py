@@ -99,6 +99,7 @@ class TrainConfig:
     channels_last: bool = True
     val_every: int = 1
     loader: Literal["auto", "device", "workers"] = "auto"
+    checkpoint_every_s: float = 0.0
 
     def __post_init__(self) -> None:
         for name, low in (
@@ -113,6 +114,8 @@ class TrainConfig:
         ):
             if getattr(self, name) < low:
                 raise ValueError(f"{name} must be >= {low}, got {getattr(self, name)}")
+        if self.checkpoint_every_s < 0:
+            raise ValueError(f"checkpoint_every_s must be >= 0, got {self.checkpoint_every_s}")
         if not self.lr > 0 or self.weight_decay < 0:
             raise ValueError(f"lr must be > 0 and weight_decay >= 0, got {self.lr} and {self.weight_decay}")
         if self.ce_weight < 0 or self.dice_weight < 0 or self.ce_weight + self.dice_weight == 0:
@@ -367,8 +370,8 @@ def _record_epoch(state: dict[str, Any], row: dict[str, float], cfg: TrainConfig
 
 
 def _epoch_checkpoints(work_dir: Path, fit: _Fitting, cfg: TrainConfig, store: ClipStore, fold: int,
-                       state: dict[str, Any], improved: bool,
-                       view: dict[str, list[float]]) -> list[tuple[Path, dict[str, Any]]]:  # fmt: skip
+                       state: dict[str, Any], improved: bool, view: dict[str, list[float]],
+                       with_last: bool = True) -> list[tuple[Path, dict[str, Any]]]:  # fmt: skip
     """``best.pt`` on improvement, ``last.pt`` (everything a resume needs), ``final.pt`` at the end: the
     files to write, in this order, with payloads copied to the CPU now (training goes on while they are
     written; see pipeline.training.writer).
@@ -378,7 +381,8 @@ def _epoch_checkpoints(work_dir: Path, fit: _Fitting, cfg: TrainConfig, store: C
     """
     epoch, score = state["epoch"], state["history"][-1]["val_dice"]
     common = {"params": asdict(cfg), "preprocess": store.meta["config"], "fold": fold, "view": view}
-    last = snapshot(checkpoint_payload(fit.model, fit.optimizer, **common, torch_rng=torch.get_rng_state(),
+    with_last = with_last or state["finished"]  # without last.pt, no need to copy Adam's moments
+    last = snapshot(checkpoint_payload(fit.model, fit.optimizer if with_last else None, **common, torch_rng=torch.get_rng_state(),
                     aux_heads=fit.aux.state_dict() if fit.aux is not None else None, **state))  # fmt: skip
     # best.pt and final.pt: the same weights (one copy shared), without optimizer state
     model_only = {**last, "optimizer": None, **common, "epoch": epoch, "val_dice": score}
@@ -386,7 +390,8 @@ def _epoch_checkpoints(work_dir: Path, fit: _Fitting, cfg: TrainConfig, store: C
         if key != "epoch":
             model_only.pop(key)
     files = [(work_dir / "best.pt", model_only)] if improved else []
-    files.append((work_dir / "last.pt", last))
+    if with_last:
+        files.append((work_dir / "last.pt", last))
     if state["finished"]:  # the end of the schedule: train.select = last
         files.append((work_dir / "final.pt", model_only))
     return files
@@ -439,6 +444,7 @@ def train_fold(
     main_process = dist.is_main()
     bar = tqdm(total=cfg.max_epochs, initial=int(state["epoch"]), desc=f"fold {fold} {cfg.model}",
                disable=not (progress and main_process), unit="epoch")  # fmt: skip
+    last_written = time.monotonic()
     with CheckpointWriter() as writer:  # joined (and its error raised) before train_fold returns
         while not state["finished"] and state["epoch"] < cfg.max_epochs:
             epoch = int(state["epoch"]) + 1
@@ -453,8 +459,11 @@ def train_fold(
                    **{f"val_dice_{k}": v for k, v in val.items() if k != "mean"},
                    "seconds": time.perf_counter() - start, "train_s": train_s, "clips": n_clips}  # fmt: skip
             improved = _record_epoch(state, row, cfg)
+            due = time.monotonic() - last_written >= cfg.checkpoint_every_s
+            if main_process and (due or improved or state["finished"]):
+                writer.submit(_epoch_checkpoints(work_dir, fit, cfg, store, fold, state, improved, view, due))
+                last_written = time.monotonic() if due else last_written
             if main_process:
-                writer.submit(_epoch_checkpoints(work_dir, fit, cfg, store, fold, state, improved, view))
                 if on_epoch is not None:
                     on_epoch(row)
             dist.barrier()

@@ -151,6 +151,29 @@ def test_device_loader_resumes_exactly(tiny_data: Path, tmp_path: Path) -> None:
         assert torch.equal(b[key], value), key
 
 
+def test_checkpoint_every_s_writes_last_only_when_due_and_at_the_end(tiny_data: Path, tmp_path: Path) -> None:
+    """With a long interval a killed run finds no last.pt after epoch 1 (the best one is there, scored),
+    and a finished run leaves last.pt of its last epoch; 0 (the default) writes it every epoch."""
+    store, spec = ClipStore(tiny_data / "pre"), read_split(tiny_data / "folds.json")["folds"][0]
+    cfg = replace(CFG, max_epochs=3, checkpoint_every_s=1e6)
+    seen: list[bool] = []
+
+    def stop(row: dict[str, float]) -> None:
+        seen.append((tmp_path / "cut" / "last.pt").exists())
+        if row["epoch"] == 2:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        train_fold(store, spec["train"], spec["val"], cfg, tmp_path / "cut", 0, stop, progress=False)
+    assert seen == [False, False] and (tmp_path / "cut" / "best.pt").is_file()
+    assert not (tmp_path / "cut" / "last.pt").exists()
+    done = train_fold(store, spec["train"], spec["val"], cfg, tmp_path / "cut", 0, progress=False)
+    assert done.resumed_from is None and done.epochs_run == 3
+    assert torch.load(tmp_path / "cut" / "last.pt", weights_only=True)["epoch"] == 3
+    with pytest.raises(ValueError, match="checkpoint_every_s must be >= 0"):
+        replace(CFG, checkpoint_every_s=-1.0)
+
+
 @torch.no_grad()
 def _per_batch_dice(model: torch.nn.Module, loader: DataLoader) -> dict[str, float]:
     """validation_dice as it was: each batch's prediction moved to the host and counted there."""
