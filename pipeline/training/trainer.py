@@ -463,9 +463,8 @@ def train_fold(
             if main_process and (due or improved or state["finished"]):
                 writer.submit(_epoch_checkpoints(work_dir, fit, cfg, store, fold, state, improved, view, due))
                 last_written = time.monotonic() if due else last_written
-            if main_process:
-                if on_epoch is not None:
-                    on_epoch(row)
+            if main_process and on_epoch is not None:
+                on_epoch(row)
             dist.barrier()
             bar.update(1)
             bar.set_postfix(
