@@ -129,7 +129,12 @@ def test_prepare_and_dry_run_write_every_section_and_resume(tmp_path: Path) -> N
     infer = sections["speed_inference"]["result"]["rows"]
     assert {r["model"] for r in infer} == {"unet", "deunet"} and all(r["seconds"] > 0 for r in infer)
     train = sections["speed_training"]["result"]["rows"]
-    assert len(train) == 10 and all(r["clips_per_s"] > 0 for r in train)
+    assert len(train) == 12 and all(r["clips_per_s"] > 0 for r in train)
+    assert [r["channels_last"] for r in train if "channels_last" in r] == [False, False]  # the NCHW rows
+    speed = sections["speed_training"]["result"]
+    assert [r["model"] for r in speed["real_epochs"]] == ["deunet", "unet"]
+    assert all(r["real_clips_per_s"] > 0 and r["wall_clips_per_s"] > 0 for r in speed["real_epochs"])
+    assert all(p["kernels"] and p["parts"] for p in speed["profile"])
 
     table = report["table1"]
     assert table["plan"]["epochs"] == 1 and len(table["plan"]["models"]) == 8
