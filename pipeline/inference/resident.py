@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from pipeline.errors import RequestError
 from pipeline.inference.locate import Box, centred_box, frames_to_locate, heart_centre, paste, sliding_boxes
-from pipeline.inference.tta import TTA_MODES
+from pipeline.inference.tta import AXES, views
 from pipeline.preprocessing.clips import clip_frames
 from pipeline.preprocessing.geometry import Geometry
 
@@ -45,7 +45,6 @@ if TYPE_CHECKING:
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
 Reduce = Callable[[torch.Tensor], torch.Tensor]
-AXES = (-2, -1)
 
 
 # ---------------------------------------------------------------- intensity
@@ -152,27 +151,9 @@ def probabilities_back(geometry: Geometry, probs: torch.Tensor, shape: tuple[int
 # ---------------------------------------------------------------- test-time augmentation
 
 
-def _flip(dims: tuple[int, ...]) -> Transform:
-    return (lambda t: t.flip(dims)) if dims else (lambda t: t)
-
-
-def _view(k: int, mirror: bool) -> tuple[Transform, Transform]:
-    """(forward, inverse) of: mirror left-right (optional), then rotate by k * 90 degrees (tta._view)."""
-    flip = _flip((-1,) if mirror else ())
-    if k == 0:
-        return flip, flip
-    return (lambda t: torch.rot90(flip(t), k, AXES)), (lambda t: flip(torch.rot90(t, -k, AXES)))
-
-
 def tta_views(mode: str) -> list[tuple[Transform, Transform]]:
     """:func:`pipeline.inference.tta.tta_transforms` on tensors, the views in the same order."""
-    if mode == "none":
-        return [_view(0, False)]
-    if mode == "flips":
-        return [(_flip(d), _flip(d)) for d in ((), (-1,), (-2,), (-2, -1))]
-    if mode == "dihedral":
-        return [_view(k, m) for m in (False, True) for k in range(4)]
-    raise ValueError(f"tta must be one of {list(TTA_MODES)}, got {mode!r}")
+    return views(mode, lambda t, dims: t.flip(dims), lambda t, k: torch.rot90(t, k, AXES))
 
 
 def average(seg: Segmenter, clips: torch.Tensor, mode: str) -> torch.Tensor:

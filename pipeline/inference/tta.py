@@ -13,37 +13,42 @@ with the same mirrorings and 90-degree rotations, so the network has seen every 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any, TypeVar
 
 import numpy as np
 
 TTA_MODES = ("none", "flips", "dihedral")
-Transform = Callable[[np.ndarray], np.ndarray]
+A = TypeVar("A")
+Transform = Callable[[Any], Any]
 AXES = (-2, -1)
 
 
-def _flip(dims: tuple[int, ...]) -> Transform:
-    return (lambda t: np.flip(t, dims)) if dims else (lambda t: t)
+def views(mode: str, flip: Callable[[A, tuple[int, ...]], A],
+          rot90: Callable[[A, int], A]) -> list[tuple[Callable[[A], A], Callable[[A], A]]]:  # fmt: skip
+    """The (forward, inverse) pairs of ``mode`` for arrays of any library, given its ``flip(t, dims)`` and
+    ``rot90(t, k)`` over :data:`AXES`; the first pair is always the identity. The numpy path
+    (:func:`tta_transforms`) and the device path (pipeline.inference.resident) take the views in this
+    order, so their sums match."""
 
+    def flipped(dims: tuple[int, ...]) -> Callable[[A], A]:
+        return (lambda t: flip(t, dims)) if dims else (lambda t: t)
 
-def _view(k: int, mirror: bool) -> tuple[Transform, Transform]:
-    """(forward, inverse) of: mirror left-right (optional), then rotate by k * 90 degrees."""
-    flip = _flip((-1,) if mirror else ())
+    def view(k: int, mirror: bool) -> tuple[Callable[[A], A], Callable[[A], A]]:
+        """Mirror left-right (optional), then rotate by k * 90 degrees; and back."""
+        f = flipped((-1,) if mirror else ())
+        if k == 0:
+            return f, f
+        return (lambda t: rot90(f(t), k)), (lambda t: f(rot90(t, -k)))
 
-    def forward(t: np.ndarray) -> np.ndarray:
-        return np.rot90(flip(t), k, AXES)
-
-    def inverse(t: np.ndarray) -> np.ndarray:
-        return flip(np.rot90(t, -k, AXES))
-
-    return forward, inverse
+    if mode == "none":
+        return [view(0, False)]
+    if mode == "flips":
+        return [(flipped(d), flipped(d)) for d in ((), (-1,), (-2,), (-2, -1))]
+    if mode == "dihedral":
+        return [view(k, m) for m in (False, True) for k in range(4)]
+    raise ValueError(f"tta must be one of {list(TTA_MODES)}, got {mode!r}")
 
 
 def tta_transforms(mode: str) -> list[tuple[Transform, Transform]]:
-    """The (forward, inverse) pairs of ``mode``; the first is always the identity."""
-    if mode == "none":
-        return [_view(0, False)]
-    if mode == "flips":
-        return [(_flip(d), _flip(d)) for d in ((), (-1,), (-2,), (-2, -1))]
-    if mode == "dihedral":
-        return [_view(k, m) for m in (False, True) for k in range(4)]
-    raise ValueError(f"tta must be one of {list(TTA_MODES)}, got {mode!r}")
+    """The (forward, inverse) numpy pairs of ``mode`` (views of the input: a network copies what it needs)."""
+    return views(mode, lambda t, dims: np.flip(t, dims), lambda t, k: np.rot90(t, k, AXES))

@@ -42,7 +42,8 @@ def _parts(model: nn.Module) -> dict[str, nn.Module]:
 @contextmanager
 def _marked(parts: dict[str, nn.Module]) -> Iterator[None]:
     """Wrap each part's forward in ``record_function("part:NAME")`` while the context is open."""
-    handles, open_marks = [], {}
+    handles: list[Any] = []
+    open_marks: dict[str, list[Any]] = {}
 
     def pre(name: str) -> Any:
         def hook(module: nn.Module, args: Any) -> None:
