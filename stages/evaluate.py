@@ -148,6 +148,10 @@ def _main(args: argparse.Namespace, params: dict[str, Any]) -> int:
             "ED": float((table["ED_from_curve"] == table["ED_ref"]).mean()),
             "ES": float((table["ES_from_curve"] == table["ES_ref"]).mean()),
         }
+        # within one frame around the cycle: the reference frame's neighbours count as right
+        metrics["phase_from_curve_within_1"] = {
+            p: float((table[f"{p}_curve_off"] <= 1).mean()) for p in ("ED", "ES")
+        }
     with atomic_directory(Path(args.out)) as tmp:
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1, default=float) + "\n")
         cases = [{"fold": r.fold, "variant": v, **c} for r in results for v in VARIANTS for c in r.cases[v]]

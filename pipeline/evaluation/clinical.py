@@ -60,19 +60,54 @@ def volume_curves(cine_labels: np.ndarray, spacing: Sequence[float]) -> dict[str
     }
 
 
-def phases_from_curves(curves: Mapping[str, np.ndarray]) -> tuple[int, int]:
-    """ED and ES frames picked from the LV volume curve: ED = argmax, ES = argmin (first on ties).
+#: How :func:`phases_from_curves` picks ED and ES (``score`` of benchmarks/phase_detection.py compares them).
+PHASE_RULES = ("cycle", "cycle_lv_rv", "lv_extrema")
+#: "cycle": the first frame is ED when its smoothed volume is within this fraction of the curve's maximum.
+ED_FIRST_TOLERANCE = 0.10
+
+
+def _smooth_cycle(curve: np.ndarray) -> np.ndarray:
+    """(T,) curve around the cycle (its last frame neighbours its first): the median of each frame and its
+    two neighbours (a one-frame dropout or spike of the segmentation is gone), then [1, 2, 1] / 4."""
+    if curve.size < 3:
+        return curve
+    median = np.median(np.stack([np.roll(curve, 1), curve, np.roll(curve, -1)]), axis=0)
+    return (np.roll(median, 1) + 2 * median + np.roll(median, -1)) / 4
+
+
+def cycle_distance(a: int, b: int, n_frames: int) -> int:
+    """Frames between frames ``a`` and ``b`` of a cine of ``n_frames`` covering one cycle, measured around
+    the cycle (its last frame neighbours its first, as the clips wrap)."""
+    d = abs(int(a) - int(b)) % n_frames
+    return min(d, n_frames - d)
+
+
+def phases_from_curves(curves: Mapping[str, np.ndarray], rule: str = "cycle") -> tuple[int, int]:
+    """ED and ES frames picked from the volume curves of one cardiac cycle.
+
+    Rules (:data:`PHASE_RULES`):
+
+    - ``cycle`` (the default): the LV curve smoothed around the cycle (:func:`_smooth_cycle`: one frame's
+      segmentation error no longer moves the extremes); ES is its minimum; ED is the first frame, where a
+      cine starts (the R wave: ACDC, and scanners' cines ordered by trigger time, start at ED), unless the
+      curve's maximum is more than :data:`ED_FIRST_TOLERANCE` above that frame's volume, and then the
+      maximum.
+    - ``cycle_lv_rv``: the same on LV + RV (RV ignored when absent). On cross-validated acdc-roi curves the
+      RV's noisier segmentation moved ES away more often than it helped (docs/benchmarks.md, "ED and ES").
+    - ``lv_extrema``: the raw LV curve's maximum and minimum (the rule before; ties: the first).
 
     Args:
-        curves: as returned by :func:`volume_curves`; only ``curves["LV"]`` (T,) ml is used.
+        curves: as returned by :func:`volume_curves`, (T,) ml each; ``"LV"`` is required.
 
     Returns:
         ``(ed_index, es_index)``, 0-based frame indices.
 
     Raises:
-        ValueError: the LV curve is missing, empty, not finite, or zero in every frame (no LV anywhere,
-            so ED and ES are undefined).
+        ValueError: an unknown rule; the LV curve is missing, empty, not finite, or zero in every frame (no
+            LV anywhere, so ED and ES are undefined).
     """
+    if rule not in PHASE_RULES:
+        raise ValueError(f"rule must be one of {list(PHASE_RULES)}, got {rule!r}")
     if "LV" not in curves:
         raise ValueError(f"curves must contain 'LV', got keys {sorted(curves)}")
     lv = np.asarray(curves["LV"], dtype=np.float64)
@@ -82,7 +117,17 @@ def phases_from_curves(curves: Mapping[str, np.ndarray]) -> tuple[int, int]:
         raise ValueError("curves['LV'] contains NaN or infinite volumes")
     if not lv.any():
         raise ValueError("curves['LV'] is zero in every frame: no LV, so ED and ES are undefined")
-    return int(np.argmax(lv)), int(np.argmin(lv))
+    if rule == "lv_extrema":
+        return int(np.argmax(lv)), int(np.argmin(lv))
+    volume = lv
+    if rule == "cycle_lv_rv" and "RV" in curves:
+        rv = np.asarray(curves["RV"], dtype=np.float64)
+        if rv.shape == lv.shape and np.isfinite(rv).all():
+            volume = lv + rv
+    smooth = _smooth_cycle(volume)
+    peak = float(smooth.max())
+    ed = 0 if smooth[0] >= (1.0 - ED_FIRST_TOLERANCE) * peak else int(np.argmax(smooth))
+    return ed, int(np.argmin(smooth))
 
 
 def ejection_fraction(edv: float, esv: float) -> tuple[float, str]:

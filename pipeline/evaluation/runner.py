@@ -18,7 +18,13 @@ import numpy as np
 from tqdm import tqdm
 
 from pipeline.data.acdc import read_patient
-from pipeline.evaluation.clinical import CLINICAL_KEYS, clinical_indices, phases_from_curves, volume_curves
+from pipeline.evaluation.clinical import (
+    CLINICAL_KEYS,
+    clinical_indices,
+    cycle_distance,
+    phases_from_curves,
+    volume_curves,
+)
 from pipeline.evaluation.metrics import STRUCTURE_ORDER, evaluate_case
 from pipeline.inference.postprocess import POSTPROCESS_MODES
 from pipeline.inference.predict import Segmenter, postprocess_volume
@@ -159,6 +165,11 @@ def clinical_table(results: list[PatientResult]) -> list[dict[str, Any]]:
             row[f"{key}_ref"] = r.clinical_ref[key]
         if r.phases_from_curves is not None:
             row["ED_from_curve"], row["ES_from_curve"] = r.phases_from_curves
+            n = len(next(iter((r.curves_pred or {}).values()), [])) or 1
+            for p, found, ref in zip(("ED", "ES"), r.phases_from_curves, r.phases_ref, strict=True):
+                row[f"{p}_curve_off"] = cycle_distance(
+                    found, ref, n
+                )  # frames from the reference, around the cycle
         row["ED_ref"], row["ES_ref"] = r.phases_ref
         rows.append(row)
     return rows

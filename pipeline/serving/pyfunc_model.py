@@ -13,7 +13,7 @@ The model never reads a path: the column carries the image itself.
 
 Output, one row per input row (:data:`OUTPUT_COLUMNS`): ``labels_nifti`` (base64 of a gzip NIfTI
 ``(X, Y, Z, T)`` uint8 with the input's affine), ``lv_volume_ml`` / ``rv_volume_ml`` / ``myo_volume_ml``
-(JSON lists, one volume per frame, ml), ``ed_frame`` / ``es_frame`` (0-based, from the LV curve),
+(JSON lists, one volume per frame, ml), ``ed_frame`` / ``es_frame`` (0-based, from the volume curves),
 LV/RV EDV, ESV (ml), EF (%), ``MYO_mass`` (g), and ``status`` (see :class:`~pipeline.serving.readout.Readout`).
 
 Bad input raises ``MlflowException(error_code=INVALID_PARAMETER_VALUE)``, which the scoring server

@@ -20,7 +20,10 @@ class Readout:
 
     Attributes:
         curves: ``{"LV", "RV", "MYO"}`` -> (T,) volumes in ml.
-        ed_frame, es_frame: 0-based frames of max / min LV volume (0 when undefined).
+        ed_frame, es_frame: 0-based ED and ES frames from the volume curves (0 when undefined):
+            :func:`~pipeline.evaluation.clinical.phases_from_curves`' default rule, the first frame as ED
+            unless the smoothed LV volume peaks more than 10 % above it, ES at its minimum (DICOM
+            frames are ordered by TriggerTime, so the first is the R wave's).
         indices: LV/RV EDV, ESV (ml), EF (%) and MYO_mass (g); NaN where undefined.
         status: ``"ok"``, ``"single_frame"`` (3D input: no cycle, so no ED/ES) or ``"no_lv"``
             (no LV voxel in any frame).

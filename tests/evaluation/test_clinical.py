@@ -67,7 +67,9 @@ def test_volume_curves_and_phases_on_a_contracting_phantom():
 
 
 def test_phases_from_curves_picks_argmax_and_argmin():
-    assert phases_from_curves({"LV": np.array([90.0, 120.0, 80.0, 50.0, 70.0])}) == (1, 3)
+    assert phases_from_curves({"LV": np.array([90.0, 120.0, 80.0, 50.0, 70.0])}, rule="lv_extrema") == (1, 3)
+    with pytest.raises(ValueError, match="rule must be one of"):
+        phases_from_curves({"LV": np.ones(5)}, rule="argmax")
     with pytest.raises(ValueError, match="zero in every frame"):
         phases_from_curves({"LV": np.zeros(5)})
     with pytest.raises(ValueError, match="'LV'"):
@@ -124,3 +126,23 @@ def test_largest_component_connectivity():
     assert np.count_nonzero(largest_component(labels, connectivity=1) == 3) == 4
     with pytest.raises(ValueError, match="connectivity"):
         largest_component(labels, connectivity=4)
+
+
+def test_cycle_rule_starts_at_the_first_frame_and_smooths_around_the_cycle():
+    """A cine starts at ED: a last frame 2 % above the first does not make it ED (lv_extrema's pick, as on
+    acdc-roi patient002), a real maximum elsewhere does; one noisy frame no longer moves ES, and a dip
+    that wraps from the last frame to the first is found around the cycle."""
+    lv = np.array([150.0, 140, 110, 80, 60, 55, 70, 95, 120, 145, 153])
+    assert phases_from_curves({"LV": lv}, rule="lv_extrema") == (10, 5)
+    assert phases_from_curves({"LV": lv}) == (0, 5)
+    late = np.array([100.0, 90, 70, 60, 80, 130, 150, 120])  # the cine starts in systole: ED is the peak
+    assert phases_from_curves({"LV": late}) == (6, 3)
+    noisy = np.array([150.0, 140, 110, 80, 65, 64, 62, 20, 66, 100, 140])  # frame 7: a one-frame dropout
+    assert phases_from_curves({"LV": noisy}, rule="lv_extrema")[1] == 7
+    assert phases_from_curves({"LV": noisy})[1] == 6
+    rv = np.array([120.0, 118, 90, 40, 35, 60, 80, 90, 100, 115, 121])  # the RV empties earlier
+    assert phases_from_curves({"LV": lv, "RV": rv}, rule="cycle_lv_rv") == (0, 4)  # LV + RV: their minimum
+    assert phases_from_curves({"LV": lv, "RV": rv}) == (0, 5)  # the default reads the LV
+    wrap = np.array([62.0, 100, 140, 150, 152, 145, 120, 90, 60, 58])  # systole ends at the last frames
+    ed, es = phases_from_curves({"LV": wrap})
+    assert ed in (3, 4) and es in (9, 0)

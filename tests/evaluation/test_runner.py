@@ -35,8 +35,10 @@ def test_perfect_prediction_scores_one(tmp_path: Path) -> None:
             case["metrics"][s]["dice"] == 1.0 and case["metrics"][s]["hd"] == 0.0 for s in ("LV", "MYO", "RV")
         )
     assert result.cycle_dice == {"LV": 1.0, "MYO": 1.0, "RV": 1.0}
-    assert result.phases_from_curves == (0, 3)  # ED = max LV volume, ES = min, found from the curves
+    assert result.phases_from_curves == (0, 3)  # ED = the first frame, ES = the volume's minimum
     assert result.clinical_pred["LV_EF"] == result.clinical_ref["LV_EF"] > 0
+    row = clinical_table([result])[0]
+    assert row["ED_curve_off"] == row["ES_curve_off"] == 0
 
 
 def test_empty_prediction_is_counted_not_crashed(tmp_path: Path) -> None:

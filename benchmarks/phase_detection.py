@@ -1,0 +1,114 @@
+"""ED/ES detection from predicted volume curves, against Info.cfg, on every acdc-roi cine (cross-validated).
+
+    python -m benchmarks.acdc_cv train --model unet --fold K --tag phase40 --set train.max_epochs=40 ...  # K = 0..4
+    python -m benchmarks.phase_detection collect --tag phase40 --model unet   # whole-cycle curves of each fold's
+                                                                              # validation patients (its own model)
+    python -m benchmarks.phase_detection score                                # each rule against Info.cfg
+
+``collect`` segments every frame of each validation patient with its fold's published model (TTA none,
+lcc_fill, as predict does by default) and writes the LV, RV and MYO volume curves with Info.cfg's ED and
+ES to ``data/bench/phase_detection/<tag>-<model>.json``. ``score`` applies each rule of
+:data:`pipeline.evaluation.clinical.PHASE_RULES` and counts the cines whose ED, ES and both are within one
+frame of Info.cfg, the distance measured around the cycle (a cine covers one cycle: its last frame is next
+to its first, as for the clips), as the issue's "the training frames' neighbours count as right".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.acdc_cv import WORK as CV_WORK
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "data" / "bench" / "phase_detection"
+
+
+def collect(tag: str, model: str, folds: list[int]) -> Path:
+    import yaml
+
+    from pipeline.data.acdc import read_patient
+    from pipeline.evaluation.clinical import volume_curves
+    from pipeline.inference.predict import Segmenter
+    from pipeline.splitting.folds import read_split
+
+    cases: dict[str, Any] = {}
+    for fold in folds:
+        work = CV_WORK / tag / model / f"fold{fold}"
+        timing = json.loads((work / "timing.json").read_text())
+        params = yaml.safe_load((work / "params.yaml").read_text())
+        raw = (ROOT / params["download"]["local_path"]).resolve()
+        spec = read_split(ROOT / timing["store"] / "folds.json")["folds"][fold]
+        seg = Segmenter.from_files([work / timing["model_file"]], tta="none", postprocess="lcc_fill")
+        for pid in spec["val"]:
+            rec = read_patient(raw / pid, with_cine_labels=False)
+            curves = volume_curves(seg.predict(rec.cine, spacing=rec.spacing), rec.spacing)
+            cases[pid] = {"fold": fold, "n_frames": rec.n_frames, "ed": rec.frame_index("ED"),
+                          "es": rec.frame_index("ES"), **{k: v.round(3).tolist() for k, v in curves.items()}}  # fmt: skip
+            print(f"fold {fold} {pid}: {rec.n_frames} frames", flush=True)
+    OUT.mkdir(parents=True, exist_ok=True)
+    path = OUT / f"{tag}-{model}.json"
+    if path.is_file():  # folds collected earlier (as their trainings finished) stay
+        earlier = json.loads(path.read_text())
+        cases = {**earlier["cases"], **cases}
+        folds = sorted({*earlier["folds"], *folds})
+    path.write_text(json.dumps({"tag": tag, "model": model, "folds": folds, "cases": cases}) + "\n")
+    return path
+
+
+def score(path: Path) -> dict[str, Any]:
+    from pipeline.evaluation.clinical import PHASE_RULES, cycle_distance, phases_from_curves
+
+    data = json.loads(path.read_text())
+    cases = data["cases"]
+    out: dict[str, Any] = {"curves": str(path), "cines": len(cases), "rules": {}}
+    for rule in PHASE_RULES:
+        hits = {"ED": 0, "ES": 0, "both": 0, "ED_exact": 0, "ES_exact": 0}
+        misses = []
+        for pid, c in sorted(cases.items()):
+            ed, es = phases_from_curves({k: np.asarray(c[k]) for k in ("LV", "RV", "MYO")}, rule=rule)
+            d_ed, d_es = (
+                cycle_distance(ed, c["ed"], c["n_frames"]),
+                cycle_distance(es, c["es"], c["n_frames"]),
+            )
+            hits["ED"] += d_ed <= 1
+            hits["ES"] += d_es <= 1
+            hits["both"] += d_ed <= 1 and d_es <= 1
+            hits["ED_exact"] += ed == c["ed"]
+            hits["ES_exact"] += es == c["es"]
+            if d_ed > 1 or d_es > 1:
+                misses.append(f"{pid} ED {ed} vs {c['ed']}, ES {es} vs {c['es']} of {c['n_frames']}")
+        out["rules"][rule] = {k: v / len(cases) for k, v in hits.items()} | {"misses": misses}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("collect", help="whole-cycle curves of each fold's validation patients")
+    c.add_argument("--tag", default="phase40")
+    c.add_argument("--model", default="unet")
+    c.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    s = sub.add_parser("score", help="each ED/ES rule against Info.cfg")
+    s.add_argument("--curves", type=Path, default=OUT / "phase40-unet.json")
+    args = p.parse_args(argv)
+    if args.cmd == "collect":
+        print(collect(args.tag, args.model, args.folds))
+        return 0
+    result = score(args.curves)
+    print(f"{result['cines']} cines, {result['curves']}; within one frame of Info.cfg (around the cycle):")
+    for rule, r in result["rules"].items():
+        print(f"  {rule:12s} ED {r['ED']:.3f}  ES {r['ES']:.3f}  both {r['both']:.3f}  "
+              f"(exact: ED {r['ED_exact']:.3f}, ES {r['ES_exact']:.3f})")  # fmt: skip
+        for miss in r["misses"]:
+            print(f"      {miss}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
