@@ -78,21 +78,34 @@ def _speed_inference(res: dict[str, Any], data: dict[str, Any]) -> list[str]:
 
 def _speed_training(res: dict[str, Any], data: dict[str, Any]) -> list[str]:
     lines = [f"Forward + backward + Adam step, batch {res.get('batch')}, {res.get('model_args')}, {res.get('steps')} "
-             f"timed steps, bf16 autocast: {_f(res.get('bf16_autocast'))}, channels_last: {_f(res.get('channels_last'))}.", ""]  # fmt: skip
-    rows = [[r.get("model", ""), r.get("size"), _f(r.get("channels_last", res.get("channels_last"))),
-             r.get("clips_per_s") if "clips_per_s" in r else _error(r), r.get("peak_mb")]
-            for r in res.get("rows", [])]  # fmt: skip
-    lines += _table(
-        ["model", "px", "channels_last", "clips/s", "peak MB (CUDA: max allocated; CPU: peak RSS)"], rows
-    )
+             f"timed steps, as the trainer runs them: bf16 autocast: {_f(res.get('bf16_autocast'))}, channels_last: "
+             f"{_f(res.get('channels_last'))}, CUDA graph: {_f(res.get('cuda_graph'))}.", ""]  # fmt: skip
+
+    def rows(key: str) -> list[list[Any]]:
+        return [[r.get("model", ""), r.get("size"), _f(r.get("channels_last", res.get("channels_last"))),
+                 _f(r.get("cuda_graph", res.get("cuda_graph"))), r.get("clips_per_s") if "clips_per_s" in r else _error(r),
+                 r.get("peak_mb"), r.get("graph", "")] for r in res.get(key, [])]  # fmt: skip
+
+    head = [
+        "model",
+        "px",
+        "channels_last",
+        "CUDA graph",
+        "clips/s",
+        "peak MB (CUDA: max allocated; CPU: peak RSS)",
+        "graph",
+    ]
+    lines += _table(head, rows("rows"))
+    if res.get("variants"):
+        lines += ["", "One choice of the trainer changed at a time:", "", *_table(head, rows("variants"))]
     real = [[r["model"], r["size"], r.get("real_clips_per_s") if "error" not in r else _error(r),
-             r.get("wall_clips_per_s"), r.get("raw_clips_per_s"), r.get("real_fraction"), r.get("wall_fraction")]
-            for r in res.get("real_epochs", [])]  # fmt: skip
+             r.get("wall_clips_per_s"), r.get("raw_clips_per_s"), r.get("real_fraction"), r.get("wall_fraction"),
+             r.get("steps", "")] for r in res.get("real_epochs", [])]  # fmt: skip
     if real:
         lines += ["", "Real epochs of `train_fold` (fold 0, the profile's loader; after the first epoch, the validated "
                       "last one left out of the whole-epoch figure; target: real / raw >= 0.85):", ""]  # fmt: skip
         lines += _table(["model", "px", "real clips/s (training)", "clips/s (whole epoch)", "raw clips/s",
-                         "real / raw", "whole / raw"], real)  # fmt: skip
+                         "real / raw", "whole / raw", "steps"], real)  # fmt: skip
     for size, ratio in res.get("deunet_over_unet", {}).items():
         lines.append(f"\nDeU-Net / U-Net training clips/s at {size} px: {ratio:.2f} (goal >= {res.get('ratio_goal')}: "
                      f"met {_f(ratio >= res.get('ratio_goal', 0.5))})")  # fmt: skip
@@ -149,7 +162,7 @@ def _training_rows(entries: list[dict[str, Any]]) -> list[str]:
              e.get("train_s"), e.get("real_clips_per_s"), e.get("raw_clips_per_s"), e.get("real_fraction"),
              None if e.get("real_fraction") is None else e["real_fraction"] >= 0.85, e.get("wall_fraction"),
              e.get("val_dice"),
-             "resumed" if e.get("resumed") else ("error: " + _error(e) if "error" in e else "")]
+             "resumed" if e.get("resumed") else ("error: " + _error(e) if "error" in e else e.get("steps", ""))]
             for e in entries]  # fmt: skip
     return _table(["model", "fold", "epochs planned / run", "stopped by the clock", "train s", "real clips/s",
                    "raw clips/s (96 px)", "real / raw", ">= 85 %", "whole epoch / raw", "val Dice (2D, last scored)",

@@ -294,18 +294,24 @@ def section_speed_inference(ctx: Context, res: dict[str, Any]) -> str:
 
 def section_speed_training(ctx: Context, res: dict[str, Any]) -> str:
     from benchmarks.inference_bench import train_job
+    from pipeline.training.trainer import resolve_cuda_graph
 
     sz = ctx.sizes
-    channels_last = ctx.train_config().channels_last  # as the trainer runs them
+    cfg = ctx.train_config()
+    channels_last, graph = cfg.channels_last, resolve_cuda_graph(cfg, ctx.device)  # as the trainer runs them
     res.update(batch=sz.train_batch, model_args=sz.model_args, steps=sz.train_steps, bf16_autocast=ctx.cuda,
-               channels_last=channels_last, rows=[])  # fmt: skip
-    jobs = [(m, sz.table_size) for m in _models()] + [(m, sz.size) for m in FIRST]
-    for name, size in jobs:
-        job = {"model": name, "channels_last": channels_last,
+               channels_last=channels_last, cuda_graph=graph, rows=[], variants=[])  # fmt: skip
+    keep = ("model", "size", "channels_last", "cuda_graph", "clips_per_s", "peak_mb", "graph", "error")
+
+    def measure(name: str, size: int, **variant: Any) -> dict[str, Any]:
+        job = {"model": name, "channels_last": channels_last, "cuda_graph": graph, **variant,
                "args": _bench_args(ctx, size, train_batch=sz.train_batch, train_steps=sz.train_steps)}  # fmt: skip
         _reset_peak(ctx.device)
-        row = _guarded(partial(train_job, job), model=name, size=size)
-        row = {k: row[k] for k in ("model", "size", "clips_per_s", "peak_mb", "error") if k in row}
+        row = _guarded(partial(train_job, job), model=name, size=size, **variant)
+        return {k: row[k] for k in keep if k in row}
+
+    for name, size in [(m, sz.table_size) for m in _models()] + [(m, sz.size) for m in FIRST]:
+        row = measure(name, size)
         res["rows"].append(row)
         if "clips_per_s" in row:
             ctx.throughput[(name, size)] = row["clips_per_s"]
@@ -314,27 +320,24 @@ def section_speed_training(ctx: Context, res: dict[str, Any]) -> str:
                                for s in (sz.table_size, sz.size)
                                if ("deunet", s) in ctx.throughput and ("unet", s) in ctx.throughput}  # fmt: skip
     res["ratio_goal"] = RATIO_GOAL
-    # NCHW for the two models at 96 px: is channels_last (the trainer's default, chosen on the CPU) faster here?
-    for name in FIRST:
-        job = {"model": name, "channels_last": not channels_last,
-               "args": _bench_args(ctx, sz.table_size, train_batch=sz.train_batch, train_steps=sz.train_steps)}  # fmt: skip
-        row = _guarded(
-            partial(train_job, job), model=name, size=sz.table_size, channels_last=not channels_last
-        )
-        res["rows"].append(
-            {k: row[k] for k in ("model", "size", "channels_last", "clips_per_s", "error") if k in row}
-        )
+    # the trainer's choices one at a time: eager steps (no graph) at both sizes, NCHW at 96 px
+    if graph:
+        res["variants"] += [
+            measure(name, size, cuda_graph=False) for size in (sz.table_size, sz.size) for name in FIRST
+        ]
+    res["variants"] += [measure(name, sz.table_size, channels_last=not channels_last) for name in FIRST]
+    ctx.save()
     res["profile"] = [
         _guarded(partial(_profile_step, ctx, size), size=size) for size in (sz.table_size, sz.size)
     ]
-    res["real_epochs"] = [_guarded(partial(_real_epochs, ctx, name, sz.size), model=name, size=sz.size)
-                          for name in FIRST]  # fmt: skip
+    res["real_epochs"] = [_guarded(partial(_real_epochs, ctx, name, size), model=name, size=size)
+                          for size in (sz.table_size, sz.size) for name in FIRST]  # fmt: skip
     ctx.save()
-    rows = res["rows"] + res["profile"] + res["real_epochs"]
+    rows = res["rows"] + res["variants"] + res["profile"] + res["real_epochs"]
     return "fail" if any("error" in r for r in rows) else "ok"
 
 
-def _real_epochs(ctx: Context, name: str, size: int, epochs: int = 3) -> dict[str, Any]:
+def _real_epochs(ctx: Context, name: str, size: int, epochs: int = 4) -> dict[str, Any]:
     """A few real epochs of ``train_fold`` on fold 0 at ``size`` px, validated once at the end: clips/s of
     the training part and of the whole epoch, after the first (warm-up), against the raw step's."""
     from pipeline.preprocessing.store import ClipStore
@@ -357,17 +360,20 @@ def _real_epochs(ctx: Context, name: str, size: int, epochs: int = 3) -> dict[st
     wall = n / statistics.median(walls) if walls else None
     return {"epochs": epochs, "train_clips": n, "real_clips_per_s": real, "wall_clips_per_s": wall,
             "raw_clips_per_s": raw, "real_fraction": real / raw if real and raw else None,
-            "wall_fraction": wall / raw if wall and raw else None}  # fmt: skip
+            "wall_fraction": wall / raw if wall and raw else None, "steps": result.steps}  # fmt: skip
 
 
 def _profile_step(ctx: Context, size: int) -> dict[str, Any]:
     """Where a DeU-Net training step's time goes (pipeline.models.profiling), at ``size`` px."""
     from pipeline.models import build_model
     from pipeline.models.profiling import profile_training_step
+    from pipeline.training.trainer import prepare_device
 
+    prepare_device(ctx.device)  # as the trainer runs
     torch.manual_seed(0)
     model = build_model("deunet", radius=1, **ctx.sizes.model_args)
-    return profile_training_step(model, size, ctx.sizes.train_batch, ctx.device, bf16=ctx.cuda)
+    return profile_training_step(model, size, ctx.sizes.train_batch, ctx.device, bf16=ctx.cuda,
+                                 channels_last=ctx.train_config().channels_last)  # fmt: skip
 
 
 # ---------------------------------------------------------------- 5-7. Table 1
@@ -497,6 +503,7 @@ def _train_eval(ctx: Context, name: str, fold: int, deadline: float | None, corr
             store, spec["train"], spec["val"], cfg, work, fold, on_epoch=on_epoch, progress=False
         )
         ckpt, entry["stopped_by_clock"] = work / trained.model_file, False
+        entry["steps"] = trained.steps
     except _OutOfTime:
         ckpt, entry["stopped_by_clock"] = work / "last.pt", True
     # training seconds of an epoch after the first (which pays for warm-up): the trainer's own ``train_s``

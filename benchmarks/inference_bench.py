@@ -95,9 +95,12 @@ def infer_job(job: dict[str, Any]) -> dict[str, Any]:
 
 def train_job(job: dict[str, Any]) -> dict[str, Any]:
     """Training throughput (clips/s) and peak memory of one model, in its own process (channels_last: NHWC
-    weights and clips, as the trainer's ``train.channels_last`` runs them)."""
+    weights and clips, as the trainer's ``train.channels_last`` runs them; cuda_graph: the step replayed
+    from a CUDA graph, as the trainer's ``train.cuda_graph`` runs it)."""
     args, device, base, model = _setup(job, job.get("channels_last", False))
     model.train()
+    from pipeline.models.precision import autocast
+    from pipeline.training.steps import GraphedStep, make_step
     from pipeline.training.trainer import make_optimizer, prepare_device
 
     prepare_device(device)  # as the trainer runs: cuDNN autotuning and fused Adam on CUDA
@@ -108,28 +111,29 @@ def train_job(job: dict[str, Any]) -> dict[str, Any]:
     if job.get("channels_last"):
         clips = clips.contiguous(memory_format=torch.channels_last)
     labels = torch.randint(0, 4, (b, args.size, args.size), device=device)
-    bf16 = device.type == "cuda"
 
-    def step() -> None:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            logits = model(clips)
-        loss = loss_fn(logits.float(), labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+    def loss_of(clip: torch.Tensor, label: torch.Tensor, cache: bool) -> torch.Tensor:
+        with autocast(device, device.type == "cuda", cache):  # bf16 on CUDA, fp32 on the CPU
+            logits = model(clip)
+        return loss_fn(logits.float(), label)
 
-    for _ in range(args.warmup):
-        step()
+    step = make_step(optimizer, loss_of, graph=bool(job.get("cuda_graph")), batch_size=b, device=device)
+    graphed = isinstance(step, GraphedStep)
+    for _ in range(args.warmup + (step.warmup + 1 if graphed else 0)):  # a graph: its warm-up and capture
+        step(clips, labels)
     _sync(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
     for _ in range(args.train_steps):
-        step()
+        step(clips, labels)
     _sync(device)
     seconds = time.perf_counter() - start
-    return {**job, "args": None, "clips_per_s": b * args.train_steps / seconds, "peak_mb": _peak_mb(device),
-            "base_mb": base}  # fmt: skip
+    out = {**job, "args": None, "clips_per_s": b * args.train_steps / seconds, "peak_mb": _peak_mb(device),
+           "base_mb": base}  # fmt: skip
+    if graphed:
+        out["graph"] = "failed: " + step.failed if step.failed else f"{step.replays} replays"
+    return out
 
 
 def _run(target: Any, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -22,6 +22,7 @@ only on that path.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Literal
 
@@ -105,6 +106,8 @@ def _deform_conv2d_grid_sample(
     ho: int,
     wo: int,
     fp32_mixing: bool | None = None,
+    nhwc_out: bool | None = None,
+    transposed: bool | None = None,
 ) -> Tensor:
     """Sample every tap with one ``grid_sample`` call, then mix channels and taps with one matrix product.
 
@@ -120,6 +123,15 @@ def _deform_conv2d_grid_sample(
     of them for the matmul and, in the backward pass, cast their gradient back, two extra passes over
     memory for a matmul that a GPU does in a fraction of that time. On the CPU the matmul is the cost,
     and the CPU recipe's numbers stay as they were measured.
+
+    ``nhwc_out`` (None: on CUDA, for a channels_last input): return the output in channels_last memory
+    order (see below); the same numbers to rounding.
+
+    ``transposed`` (None: on the CPU and in an ONNX export, not on CUDA): sample the transposed input, as
+    above. On CUDA the input is sampled as it is, contiguous, with each offset pair swapped to (dx, dy):
+    grid_sample's backward adds every sample's gradient into its input's gradient with atomics, and
+    into a transposed input those land a row apart for neighbouring threads instead of side by side.
+    The same numbers to rounding (the four corners are summed in another order).
     """
     b, c_in, h, w = x.shape
     c_out, c_per_wgroup, kh, kw = weight.shape
@@ -139,10 +151,19 @@ def _deform_conv2d_grid_sample(
     kj = torch.arange(kw, device=device, dtype=dtype) * dilation[1]
     base_y = (ki.view(kh, 1, 1, 1) + oy.view(1, 1, ho, 1)).expand(kh, kw, ho, wo)
     base_x = (kj.view(1, kw, 1, 1) + ox.view(1, 1, 1, wo)).expand(kh, kw, ho, wo)
-    # (row, column) order, as the offsets come: grid_sample's (x, y) of the transposed input.
-    base = torch.stack(((2 * base_y + 1) / h - 1, (2 * base_x + 1) / w - 1), dim=-1).reshape(taps, ho, wo, 2)
-    to_grid = torch.tensor([2.0 / h, 2.0 / w], device=device, dtype=dtype)  # pixels -> normalised (y, x)
-    if torch.jit.is_tracing():
+    if transposed is None:
+        transposed = not x.is_cuda or torch.jit.is_tracing()
+    # transposed: (row, column) order, as the offsets come, grid_sample's (x, y) of the transposed input;
+    # else (column, row), grid_sample's (x, y) of the input itself
+    pair = ((2 * base_y + 1) / h - 1, (2 * base_x + 1) / w - 1)
+    base = torch.stack(pair if transposed else pair[::-1], dim=-1).reshape(taps, ho, wo, 2)
+    first, second = (2.0 / h, 2.0 / w) if transposed else (2.0 / w, 2.0 / h)  # pixels -> normalised units
+    if torch.jit.is_tracing():  # a constant of the exported graph
+        to_grid = torch.tensor([first, second], device=device, dtype=dtype)
+    else:  # made by fill kernels, not copied from the host (a copy cannot be captured in a CUDA graph)
+        to_grid = torch.full((2,), first, device=device, dtype=dtype)
+        to_grid[1] = second
+    if torch.jit.is_tracing() and transposed:
         # An ONNX export (pipeline.inference.onnx_network): scale each offset channel while the offsets are
         # still (B, G*K*2, Ho, Wo). ONNX Runtime broadcasts the trailing (y, x) pair of the fused form below
         # slowly (as long as all the sampling took); torch runs the fused form 2x faster than this one.
@@ -150,12 +171,16 @@ def _deform_conv2d_grid_sample(
         off = (offset.to(dtype) * scale).unflatten(1, (groups, taps, 2)).permute(0, 1, 2, 4, 5, 3)
         grid = (base + off).reshape(b * groups, taps * ho, wo, 2)
     else:
-        # (B, G*K*2, Ho, Wo) -> (B, G, K, Ho, Wo, 2) with (dy, dx) last.
+        # (B, G*K*2, Ho, Wo) -> (B, G, K, Ho, Wo, 2) with (dy, dx) last, or (dx, dy) for the input as it is
         off = offset.unflatten(1, (groups, taps, 2)).permute(0, 1, 2, 4, 5, 3)
+        off = off if transposed else off.flip(-1)
         grid = torch.addcmul(base, off.to(dtype), to_grid).reshape(b * groups, taps * ho, wo, 2)
 
+    source = x.reshape(b * groups, cg, h, w)
     sampled = F.grid_sample(
-        x.reshape(b * groups, cg, h, w).transpose(-1, -2).to(grid.dtype),
+        source.transpose(-1, -2).to(grid.dtype)
+        if transposed
+        else source.to(grid.dtype, memory_format=torch.contiguous_format),
         grid,
         mode="bilinear",
         padding_mode="zeros",
@@ -169,11 +194,22 @@ def _deform_conv2d_grid_sample(
     wgroups = c_in // c_per_wgroup
     columns = sampled.reshape(b, wgroups, c_per_wgroup * taps, ho * wo)
     mixing = weight.reshape(wgroups, c_out // wgroups, c_per_wgroup * taps).to(columns.dtype)
-    if columns.is_cuda if fp32_mixing is None else fp32_mixing:
-        with torch.autocast(device_type=columns.device.type, enabled=False):
-            out = torch.matmul(mixing.float(), columns.float()).reshape(b, c_out, ho, wo)
-    else:
-        out = torch.matmul(mixing, columns).reshape(b, c_out, ho, wo)
+    with contextlib.ExitStack() as stack:
+        if columns.is_cuda if fp32_mixing is None else fp32_mixing:
+            stack.enter_context(torch.autocast(device_type=columns.device.type, enabled=False))
+            mixing, columns = mixing.float(), columns.float()
+        if nhwc_out is None:
+            nhwc_out = columns.is_cuda and x.is_contiguous(memory_format=torch.channels_last)
+        if nhwc_out and wgroups == 1:
+            # NHWC in, NHWC out: the transposed product writes (B, Ho*Wo, C_out), which is the channels_last
+            # layout of (B, C_out, Ho, Wo) at no cost. An NCHW output here would turn every later layer of
+            # a channels_last network NCHW (batch norm's slow generic kernels, layout conversions before
+            # each cuDNN convolution: a third of a DeU-Net training step on an H200). CUDA only by
+            # default: the CPU recipe's numbers stay as they were measured.
+            out = torch.matmul(columns[:, 0].transpose(1, 2), mixing[0].transpose(0, 1))
+            out = out.view(b, ho, wo, c_out).permute(0, 3, 1, 2)
+        else:
+            out = torch.matmul(mixing, columns).reshape(b, c_out, ho, wo)
     return out if bias is None else out + bias.view(1, c_out, 1, 1).to(out.dtype)
 
 

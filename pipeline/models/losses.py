@@ -25,8 +25,12 @@ def soft_dice_per_class(
     probs = torch.softmax(logits.float(), dim=1)
     num_classes = logits.shape[1]
     onehot = F.one_hot(target.long(), num_classes).permute(0, 3, 1, 2).to(probs.dtype)
-    idx = list(classes)
-    p, g = probs[:, idx], onehot[:, idx]
+    # the classes' channels gathered by an index made on the device: indexing with a Python list would copy
+    # the list from the host, which a CUDA graph cannot capture (pipeline.training.steps); the same values
+    idx = torch.empty(len(classes), dtype=torch.int64, device=probs.device)
+    for i, c in enumerate(classes):
+        idx[i] = c
+    p, g = probs.index_select(1, idx), onehot.index_select(1, idx)
     dims = (0, 2, 3)
     intersection = (p * g).sum(dims)
     return (2 * intersection + smooth) / (p.sum(dims) + g.sum(dims) + smooth)

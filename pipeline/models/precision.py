@@ -32,8 +32,13 @@ def bf16_enabled(device: torch.device, bf16: bool) -> bool:
     return device.type == "cpu" and cpu_has_native_bf16()
 
 
-def autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager[object]:
-    """``torch.autocast`` to bf16 on ``device`` when :func:`bf16_enabled`, else a no-op context."""
+def autocast(
+    device: torch.device, bf16: bool, cache: bool = True
+) -> contextlib.AbstractContextManager[object]:
+    """``torch.autocast`` to bf16 on ``device`` when :func:`bf16_enabled`, else a no-op context.
+
+    ``cache``: autocast's cache of weight casts; off while a CUDA graph is captured (the cached casts
+    would be freed after the capture while the graph still reads them)."""
     if bf16_enabled(device, bf16):
-        return torch.autocast(device.type, dtype=torch.bfloat16)
+        return torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=cache)
     return contextlib.nullcontext()

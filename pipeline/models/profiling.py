@@ -69,19 +69,23 @@ def _marked(parts: dict[str, nn.Module]) -> Iterator[None]:
 
 
 def profile_training_step(model: SegmentationModel, size: int, batch: int, device: torch.device,
-                          bf16: bool = True, warmup: int = 2, top: int = 12) -> dict[str, Any]:  # fmt: skip
-    """Profile one training step of ``model`` on random (batch, 2r+1, size, size) clips.
+                          bf16: bool = True, warmup: int = 2, top: int = 12,
+                          channels_last: bool = False) -> dict[str, Any]:  # fmt: skip
+    """Profile one training step of ``model`` on random (batch, 2r+1, size, size) clips (``channels_last``:
+    NHWC weights and clips, as the trainer keeps them; Adam fused on CUDA, as the trainer runs it).
 
     Returns ``step_ms`` (the profiled step's wall time, synchronised), ``kernels`` (the ``top`` kernels or
     operators by self device time on CUDA, self CPU time elsewhere: name, ms, share) and ``parts`` (each
     marked part's forward time and share of the whole forward pass).
     """
     cuda = device.type == "cuda"
-    model = model.to(device).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(device, memory_format=memory_format).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, fused=cuda)
     loss_fn = DiceCELoss()
     gen = torch.Generator().manual_seed(0)
     clip = torch.randn(batch, 2 * model.radius + 1, size, size, generator=gen).to(device)
+    clip = clip.contiguous(memory_format=memory_format)
     target = torch.randint(0, model.num_classes, (batch, size, size), generator=gen).to(device)
 
     def step() -> None:
@@ -137,4 +141,4 @@ def profile_training_step(model: SegmentationModel, size: int, batch: int, devic
              for name, us in sorted(marks.items(), key=lambda kv: -kv[1])]  # fmt: skip
     return {"model": model.name, "size": size, "batch": batch, "bf16": bool(bf16), "device": str(device),
             "step_ms": round(step_ms, 3), "device_total_ms": round(total / 1e3, 3),
-            "kernels": kernels, "parts": parts}  # fmt: skip
+            "channels_last": channels_last, "kernels": kernels, "parts": parts}  # fmt: skip

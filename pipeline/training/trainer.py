@@ -37,6 +37,7 @@ from pipeline.training.dataset import ClipDataset
 from pipeline.training.deep_supervision import DeepSupervision
 from pipeline.training.device_data import DeviceClips
 from pipeline.training.schedule import learning_rate
+from pipeline.training.steps import GraphedStep, LossOf, Step, make_step
 from pipeline.training.writer import CheckpointWriter
 from pipeline.vocabulary import STRUCTURES
 
@@ -70,6 +71,10 @@ class TrainConfig:
         distributions drawn for the whole epoch at once (seeded by seed and epoch; ClipDataset seeds a
         generator per sample, which costs a fifth of a fast epoch); ``num_workers`` is then unused. "auto":
         "device" on CUDA (the CPU path cannot feed a fast GPU), "workers" on the CPU.
+    cuda_graph: replay each full batch's forward, loss and backward from one CUDA graph
+        (pipeline.training.steps): one launch per step instead of hundreds, which is what a small network
+        at 96 px waits on. "auto": on with the "device" loader on one CUDA GPU; "on" asks for it (CUDA,
+        "device" loader, one process); "off": eager steps. A failed capture falls back to eager steps.
     """
 
     model: str = "deunet"
@@ -100,6 +105,7 @@ class TrainConfig:
     val_every: int = 1
     loader: Literal["auto", "device", "workers"] = "auto"
     checkpoint_every_s: float = 0.0
+    cuda_graph: Literal["auto", "on", "off"] = "auto"
 
     def __post_init__(self) -> None:
         for name, low in (
@@ -124,6 +130,8 @@ class TrainConfig:
             )
         if not self.folds:
             raise ValueError("folds must name at least one fold")
+        if self.cuda_graph not in ("auto", "on", "off"):
+            raise ValueError(f"cuda_graph must be auto, on or off, got {self.cuda_graph!r}")
 
     def model_config(self) -> dict[str, Any]:
         return {"radius": self.radius, **self.model_args}
@@ -138,6 +146,7 @@ class FoldResult:
     history: list[dict[str, float]]
     resumed_from: int | None
     model_file: str = "best.pt"  # the checkpoint in the fold's work folder that train.select publishes
+    steps: str = "eager"  # how the steps ran: "eager", "cuda graph (N replays)" or why a capture failed
 
 
 def resolve_device(name: str) -> torch.device:
@@ -164,9 +173,13 @@ def make_optimizer(params: Any, lr: float, weight_decay: float, device: torch.de
 
 def prepare_device(device: torch.device) -> None:
     """On CUDA, let cuDNN time its convolution algorithms once per shape and keep the fastest: training
-    repeats a few fixed shapes thousands of times (a process-wide switch, as every CUDA trainer sets it)."""
+    repeats a few fixed shapes thousands of times; and let fp32 matrix products use TF32 tensor cores, as
+    cuDNN's fp32 convolutions already do by default (the deformable convolution mixes its taps in fp32:
+    pipeline.models.deform_conv). Process-wide switches, as CUDA trainers set them; an fp32 comparison
+    that must be strict turns TF32 off itself (benchmarks.gpu_check's cpu_vs_cuda)."""
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
 
 
 def resolve_loader(cfg: TrainConfig, device: torch.device) -> Literal["device", "workers"]:
@@ -174,6 +187,21 @@ def resolve_loader(cfg: TrainConfig, device: torch.device) -> Literal["device", 
     if cfg.loader == "auto":
         return "device" if device.type == "cuda" else "workers"
     return cfg.loader
+
+
+def resolve_cuda_graph(cfg: TrainConfig, device: torch.device) -> bool:
+    """Whether training steps replay a CUDA graph: train.cuda_graph with "auto" decided (see TrainConfig).
+
+    Raises:
+        ConfigError: "on" where a graph cannot run (no CUDA, the "workers" loader, or several processes).
+    """
+    possible = device.type == "cuda" and resolve_loader(cfg, device) == "device" and dist.world_size() == 1
+    if cfg.cuda_graph == "on" and not possible:
+        raise ConfigError(
+            f"train.cuda_graph: on needs one CUDA process with the device loader; here the device is {device}, "
+            f"the loader {resolve_loader(cfg, device)!r} and {dist.world_size()} process(es)"
+        )
+    return possible and cfg.cuda_graph != "off"
 
 
 @torch.no_grad()
@@ -217,6 +245,20 @@ class _Fitting:
     optimizer: torch.optim.Optimizer
     loss_fn: DiceCELoss
     memory_format: torch.memory_format
+    step: Step | None = None  # set once the network is wrapped (train_fold)
+
+    def loss_of(self, net: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> LossOf:
+        """The loss of a batch on ``device`` through ``net`` (forward under bf16 autocast as configured)."""
+
+        def loss(clip: torch.Tensor, label: torch.Tensor, cache: bool) -> torch.Tensor:
+            clip = clip.contiguous(memory_format=self.memory_format)
+            with autocast(device, cfg.bf16, cache):
+                logits = net(clip)
+            if self.aux is None:
+                return self.loss_fn(logits.float(), label)
+            return self.aux.loss(logits, label, self.loss_fn)
+
+        return loss
 
 
 def _fold_indices(
@@ -312,21 +354,9 @@ def _train_epoch(net: torch.nn.Module, fit: _Fitting, train_set: ClipDataset, cf
         for group in fit.optimizer.param_groups:
             group["lr"] = lr
         clip, label = clip.to(device, non_blocking=True), label.to(device, non_blocking=True)
-        losses.append(float(_step(net, fit, cfg, clip, label, device)))
+        assert fit.step is not None
+        losses.append(float(fit.step(clip, label)))
     return losses, lr
-
-
-def _step(net: torch.nn.Module, fit: _Fitting, cfg: TrainConfig, clip: torch.Tensor, label: torch.Tensor,
-          device: torch.device) -> torch.Tensor:  # fmt: skip
-    """One optimizer step on a batch already on ``device``; the loss, not synchronised with the host."""
-    clip = clip.contiguous(memory_format=fit.memory_format)
-    with autocast(device, cfg.bf16):
-        logits = net(clip)
-    loss = fit.loss_fn(logits.float(), label) if fit.aux is None else fit.aux.loss(logits, label, fit.loss_fn)
-    fit.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    fit.optimizer.step()
-    return loss.detach()
 
 
 def _train_epoch_device(net: torch.nn.Module, fit: _Fitting, clips: DeviceClips, cfg: TrainConfig, fold: int,
@@ -352,7 +382,8 @@ def _train_epoch_device(net: torch.nn.Module, fit: _Fitting, clips: DeviceClips,
         part = slice(batch * cfg.batch_size, (batch + 1) * cfg.batch_size)
         pos = on_device[part]
         clip, label = augment_batch(*clips.batch(pos), table.take(pos, positions[part]))
-        losses.append(_step(net, fit, cfg, clip, label, device))
+        assert fit.step is not None
+        losses.append(fit.step(clip, label))
     return torch.stack(losses).double().cpu().tolist(), lr
 
 
@@ -437,6 +468,8 @@ def train_fold(
     state, resumed_from = _resume(work_dir / "last.pt", fit, cfg, fold)
 
     net = dist.wrap(fit.model, device)
+    fit.step = make_step(fit.optimizer, fit.loss_of(net, cfg, device), graph=resolve_cuda_graph(cfg, device),
+                         batch_size=cfg.batch_size, device=device)  # fmt: skip
     epoch_fn, train_data, val_batches = _data(cfg, store, train_idx, val_idx, device)
     # clips trained per epoch on all ranks together (the shards are padded to equal length): clips / train_s
     # is a real epoch's training throughput, comparable with the model's raw step rate
@@ -472,4 +505,14 @@ def train_fold(
             )
     bar.close()
     return FoldResult(fold, float(state["best_dice"]), int(state["best_epoch"]), int(state["epoch"]),
-                      list(state["history"]), resumed_from, "final.pt" if cfg.select == "last" else "best.pt")  # fmt: skip
+                      list(state["history"]), resumed_from, "final.pt" if cfg.select == "last" else "best.pt",
+                      _describe(fit.step))  # fmt: skip
+
+
+def _describe(step: Step | None) -> str:
+    """FoldResult.steps: how the fold's steps ran."""
+    if isinstance(step, GraphedStep):
+        if step.failed is not None:
+            return f"eager: the CUDA graph capture failed ({step.failed})"
+        return f"cuda graph ({step.replays} replays, {step.eager_steps} eager steps)"
+    return "eager"

@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 PARENT_RUN_ATTR = "mlflow_parent_run_id"
 # Train fields a trial sets itself, or that do not change what a trial computes.
 _NOT_IN_KEY = (*TUNABLE, "max_epochs", "patience", "folds", "resume", "device", "threads", "num_workers",
-               "loader", "checkpoint_every_s")  # fmt: skip
+               "loader", "checkpoint_every_s", "cuda_graph")  # fmt: skip
 
 
 class TuningError(PipelineError):

@@ -167,3 +167,52 @@ def test_fp32_mixing_under_autocast_is_the_fp32_convolution(case: tuple) -> None
     leaf = x.clone().requires_grad_()
     deform_conv2d(leaf, offset, weight, bias, mask, **kw, backend="grid_sample").square().sum().backward()
     assert torch.allclose(results[True][1], leaf.grad, rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c[10] == 1])
+def test_nhwc_output_is_the_same_convolution_in_channels_last_order(case: tuple) -> None:
+    """The GPU default for a channels_last input, forced on the CPU: the output is channels_last (so the
+    layers after it stay NHWC) and equal to the NCHW product, values and gradients, to rounding."""
+    from pipeline.models.deform_conv import _deform_conv2d_grid_sample
+
+    torch.manual_seed(3)
+    x, offset, weight, bias, mask, kw = _random_case(case)
+    x = x.contiguous(memory_format=torch.channels_last)
+    groups = offset.shape[1] // (2 * weight.shape[2] * weight.shape[3])
+    ho, wo = offset.shape[-2:]
+    pairs = (kw["stride"],) * 2, (kw["padding"],) * 2, (kw["dilation"],) * 2
+    results = {}
+    for nhwc in (True, False):
+        leaf, off = x.clone().requires_grad_(), offset.clone().requires_grad_()
+        out = _deform_conv2d_grid_sample(leaf, off, weight, bias, mask, *pairs, groups, ho, wo, None, nhwc)
+        out.square().sum().backward()
+        results[nhwc] = out, leaf.grad, off.grad
+    out = results[True][0]
+    assert out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous()
+    assert results[False][0].is_contiguous()
+    for a, b in zip(results[True], results[False], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_sampling_the_input_as_it_is_equals_sampling_it_transposed(case: tuple) -> None:
+    """The CUDA orientation (the input as it is, offset pairs swapped), forced on the CPU, against the CPU's
+    (the input transposed): the same values and gradients to rounding, channels_last input included."""
+    from pipeline.models.deform_conv import _deform_conv2d_grid_sample
+
+    torch.manual_seed(5)
+    x, offset, weight, bias, mask, kw = _random_case(case)
+    groups = offset.shape[1] // (2 * weight.shape[2] * weight.shape[3])
+    ho, wo = offset.shape[-2:]
+    pairs = (kw["stride"],) * 2, (kw["padding"],) * 2, (kw["dilation"],) * 2
+    for memory_format in (torch.contiguous_format, torch.channels_last):
+        results = {}
+        for transposed in (True, False):
+            leaf = x.clone().contiguous(memory_format=memory_format).requires_grad_()
+            off = offset.clone().requires_grad_()
+            out = _deform_conv2d_grid_sample(leaf, off, weight, bias, mask, *pairs, groups, ho, wo,
+                                             None, False, transposed)  # fmt: skip
+            out.square().sum().backward()
+            results[transposed] = out, leaf.grad, off.grad
+        for a, b in zip(results[True], results[False], strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-4)
