@@ -84,6 +84,9 @@ def split_for(store: Path, params: dict[str, Any]) -> Path:
 
 
 def train_one(params: dict[str, Any], model: str, fold: int, tag: str) -> dict[str, Any]:
+    """Train ``model`` on ``fold`` of the split; fold -1: on every patient (a model to ship; its validation
+    patients, fold 0's, are then among its training ones, a progress monitor only: the recipe's
+    cross-validation is what measures it)."""
     import torch
 
     from pipeline.preprocessing.store import ClipStore
@@ -94,13 +97,21 @@ def train_one(params: dict[str, Any], model: str, fold: int, tag: str) -> dict[s
     cfg = section(params, "train", TrainConfig)
     store_dir = store_for(params)
     split = read_split(split_for(store_dir, params))
-    work = WORK / tag / model / f"fold{fold}"
+    work = WORK / tag / model / (f"fold{fold}" if fold >= 0 else "all")
     work.mkdir(parents=True, exist_ok=True)
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=True))
     torch.set_num_threads(max(cfg.threads, 1))
     cpu0, wall0 = time.process_time(), time.perf_counter()
-    spec = split["folds"][fold]
-    result = train_fold(ClipStore(store_dir), spec["train"], spec["val"], cfg, work, fold, progress=False)
+    if fold >= 0:
+        spec = split["folds"][fold]
+    else:
+        folds = split["folds"]
+        spec = {"train": sorted(p for f in folds for p in (*f["train"], *f["val"]) if p in f["val"]),
+                "val": folds[0]["val"]}  # fmt: skip
+    seed_fold = fold if fold >= 0 else len(split["folds"])  # the seeds want a fold number >= 0
+    result = train_fold(
+        ClipStore(store_dir), spec["train"], spec["val"], cfg, work, seed_fold, progress=False
+    )
     timing = {"cpu_s": time.process_time() - cpu0, "wall_s": time.perf_counter() - wall0,
               "epochs": result.epochs_run, "best_val_dice": result.best_dice, "best_epoch": result.best_epoch,
               "final_val_dice": result.history[-1]["val_dice"], "model_file": result.model_file,
@@ -282,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     common.add_argument("--work", type=Path, default=WORK, help=f"work folder (default {WORK})")
     t = sub.add_parser("train", parents=[common])
     t.add_argument("--model", required=True)
-    t.add_argument("--fold", type=int, required=True)
+    t.add_argument("--fold", type=int, required=True, help="a fold of the split, or -1: every patient")
     e = sub.add_parser("evaluate", parents=[common])
     e.add_argument("--model", required=True)
     e.add_argument("--folds", type=int, nargs="+", required=True)

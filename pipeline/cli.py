@@ -1,5 +1,6 @@
 """The ``deunet`` console script: run any pipeline stage by name (``deunet preprocess --help``),
-segment cines with ``deunet predict --model ... --input cine.nii.gz|DICOM_DIR|FOLDER --out DIR``, turn
+segment cines with ``deunet predict --input cine.nii.gz|DICOM_DIR|FOLDER --out DIR`` (with a shipped model
+unless ``--model`` names one; ``deunet models`` lists the shipped ones), turn
 DICOM studies into the ACDC layout with ``deunet import-dicom``, export checkpoints for a torch-free
 predict with ``deunet export-onnx``, or run the Prefect flows with
 ``deunet flow run|retrain|serve``.
@@ -20,7 +21,7 @@ STAGES = ("download", "preprocess", "validate", "split", "tune", "train", "evalu
 # Commands that are not DVC stages, and the modules that implement them.
 EXTRA = {"predict": "pipeline.serving.predict_cli", "import-dicom": "pipeline.data.dicom_import",
          "export-onnx": "pipeline.inference.onnx_network", "flow": "pipeline.orchestration.cli",
-         "profile": "pipeline.profiles"}  # fmt: skip
+         "profile": "pipeline.profiles", "models": "pipeline.inference.pretrained"}  # fmt: skip
 COMMANDS = (*STAGES, *EXTRA)
 #: Commands that leave the process with os._exit once done (only as a console script, never in-process).
 FAST_EXIT = ("predict",)

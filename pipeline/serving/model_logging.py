@@ -9,6 +9,8 @@ runs the code version the model was logged with.
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -42,6 +44,9 @@ SIGNATURE = ModelSignature(
             ColSpec("long", "es_frame"),
             *(ColSpec("double", k) for k in CLINICAL_KEYS),
             ColSpec("string", "status"),
+            ColSpec("boolean", "qc_ok"),
+            ColSpec("double", "qc_score"),
+            ColSpec("string", "qc_flags"),
         ]
     ),
 )
@@ -105,11 +110,25 @@ def log_pyfunc_model(
         "tta": tta,
         "postprocess": postprocess,
     }
-    info = mlflow.pyfunc.log_model(
+    with tempfile.TemporaryDirectory() as tmp:
+        # the package's code without the shipped models' weights (pipeline/pretrained: megabytes that the
+        # logged model does not use, since it carries its own checkpoints) and without bytecode caches
+        code = Path(tmp) / PACKAGE_DIR.name
+        shutil.copytree(PACKAGE_DIR, code, ignore=shutil.ignore_patterns("pretrained", "__pycache__"))
+        info = _log(code, paths, ckpts, config, artifact_name)
+    log.info(
+        "logged %s (%s, %d checkpoint(s)) as %s", paths[0], ckpts[0]["model_name"], len(paths), info.model_uri
+    )
+    return info
+
+
+def _log(code: Path, paths: list[Path], ckpts: list[dict[str, Any]], config: dict[str, Any],
+         artifact_name: str) -> ModelInfo:  # fmt: skip
+    return mlflow.pyfunc.log_model(
         name=artifact_name,
         python_model=str(MODEL_CODE),  # model from code: nothing is unpickled on load
         artifacts={f"checkpoint_{i:02d}": str(p) for i, p in enumerate(paths)},
-        code_paths=[str(PACKAGE_DIR)],
+        code_paths=[str(code)],
         model_config=config,
         signature=SIGNATURE,
         pip_requirements=PIP_REQUIREMENTS,
@@ -120,7 +139,3 @@ def log_pyfunc_model(
             "preprocess": dict(ckpts[0]["preprocess"]),
         },
     )
-    log.info(
-        "logged %s (%s, %d checkpoint(s)) as %s", paths[0], ckpts[0]["model_name"], len(paths), info.model_uri
-    )
-    return info
