@@ -85,7 +85,9 @@ class DicomCine:
     description: str
     frame_ms: float | None  # mean TriggerTime step, None without TriggerTime
     files: int
-    patient: dict[str, Any]  # PatientID, PatientSize (m), PatientWeight (kg) where present
+    patient: dict[
+        str, Any
+    ]  # PatientID, PatientSex, PatientSize (m), PatientWeight (kg), HeartRate, NominalInterval
 
 
 # ---------------------------------------------------------------- recognising DICOM
@@ -413,11 +415,17 @@ def _pixels(it: _Slice) -> np.ndarray:
 
 
 def _patient(it: _Slice) -> dict[str, Any]:
-    """PatientID (text), PatientSize (m) and PatientWeight (kg) where the header has usable values."""
+    """PatientID and PatientSex (text), PatientSize (m), PatientWeight (kg), HeartRate (bpm) and
+    NominalInterval (the R-R interval, ms) where the header has usable values."""
     try:
         ds = it.load()
-        found: dict[str, Any] = {"PatientID": str(ds.get("PatientID", "") or "")}
-        found.update({k: _optional_number(ds, k) for k in ("PatientSize", "PatientWeight")})
+        found: dict[str, Any] = {k: str(ds.get(k, "") or "") for k in ("PatientID", "PatientSex")}
+        found.update(
+            {
+                k: _optional_number(ds, k)
+                for k in ("PatientSize", "PatientWeight", "HeartRate", "NominalInterval")
+            }
+        )
     except DataError:
         raise
     except Exception:  # a damaged optional element: the cine itself was read
@@ -469,8 +477,11 @@ def read_dicom_cine(folder: Path) -> Image:
 def write_series(cine: np.ndarray, affine: np.ndarray, folder: Path | str, *, series_number: int = 1,
                  description: str = "SAX cine", frame_ms: float = 40.0, study_uid: str | None = None,
                  series_uid: str | None = None, patient_id: str = "anonymous", slope: float | None = None,
-                 names: Callable[[int, int], str] | None = None) -> list[Path]:  # fmt: skip
+                 names: Callable[[int, int], str] | None = None,
+                 headers: dict[str, Any] | None = None) -> list[Path]:  # fmt: skip
     """Write ``cine`` (T, Z, Y, X) with the NIfTI ``affine`` as single-frame MR Image Storage files.
+
+    ``headers``: more elements by keyword for every file (``{"PatientSize": 1.72, "NominalInterval": 850}``).
 
     Intensities are stored as uint16 with RescaleSlope/RescaleIntercept chosen to span the data (or
     ``slope``); one file per (slice, frame), named by ``names(z, t)`` (default ``z{z:02d}_t{t:02d}.dcm``).
@@ -523,6 +534,8 @@ def write_series(cine: np.ndarray, affine: np.ndarray, folder: Path | str, *, se
             ds.RescaleSlope, ds.RescaleIntercept = f"{scale:.10g}", f"{low:.10g}"
             stored = np.clip(np.rint((cine[t, z] - low) / float(f"{scale:.10g}")), 0, 65535).astype(np.uint16)
             ds.PixelData = stored.tobytes()
+            for keyword, value in (headers or {}).items():
+                setattr(ds, keyword, value)
             path = folder / names(z, t)
             ds.save_as(path, enforce_file_format=True)
             written.append(path)

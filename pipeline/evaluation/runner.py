@@ -26,6 +26,7 @@ from pipeline.evaluation.clinical import (
     volume_curves,
 )
 from pipeline.evaluation.metrics import STRUCTURE_ORDER, evaluate_case
+from pipeline.evaluation.quality import assess
 from pipeline.inference.postprocess import POSTPROCESS_MODES
 from pipeline.inference.predict import Segmenter, postprocess_volume
 from pipeline.inference.tta import TTA_MODES
@@ -79,6 +80,7 @@ class PatientResult:
     phases_ref: tuple[int, int]
     cycle_dice: dict[str, float] | None
     arrays: dict[str, np.ndarray]  # for figures: image/gt/pred at ED and ES
+    quality: dict[str, Any] | None = None  # pipeline.evaluation.quality on the chosen variant's ED and ES
 
 
 def evaluate_patient(seg: Segmenter, folder: Path, fold: int, cfg: EvaluateConfig) -> PatientResult:
@@ -120,11 +122,14 @@ def evaluate_patient(seg: Segmenter, folder: Path, fold: int, cfg: EvaluateConfi
                 evaluate_case(pred_all[t], rec.cine_labels[t], rec.spacing) for t in range(rec.n_frames)
             ]
             cycle_dice = {s: float(np.mean([m[s]["dice"] for m in per_frame])) for s in STRUCTURE_ORDER}
+    clinical_pred = clinical_indices(chosen["ED"], chosen["ES"], rec.spacing)
+    quality = assess(chosen, clinical_pred, None if curves_pred is None else curves_pred["LV"])
     return PatientResult(
+        quality=quality.as_record(),
         patient=rec.patient_id,
         fold=fold,
         cases=cases,
-        clinical_pred=clinical_indices(chosen["ED"], chosen["ES"], rec.spacing),
+        clinical_pred=clinical_pred,
         clinical_ref=clinical_indices(rec.labels["ED"], rec.labels["ES"], rec.spacing),
         curves_pred=curves_pred,
         curves_ref=curves_ref,
@@ -156,7 +161,8 @@ def evaluate_patients(seg: Segmenter, raw_root: Path, patients: list[str], fold:
 
 
 def clinical_table(results: list[PatientResult]) -> list[dict[str, Any]]:
-    """One row per patient: predicted and reference clinical indices (and their statuses)."""
+    """One row per patient: predicted and reference clinical indices (and their statuses), where ED/ES
+    were found on the curves, and the prediction's quality control (qc_ok, qc_score, qc_flags)."""
     rows = []
     for r in results:
         row: dict[str, Any] = {"patient": r.patient, "fold": r.fold}
@@ -171,5 +177,9 @@ def clinical_table(results: list[PatientResult]) -> list[dict[str, Any]]:
                     found, ref, n
                 )  # frames from the reference, around the cycle
         row["ED_ref"], row["ES_ref"] = r.phases_ref
+        if r.quality is not None:  # quality control of the prediction (pipeline.evaluation.quality)
+            row.update(
+                qc_ok=r.quality["ok"], qc_score=r.quality["score"], qc_flags=" ".join(r.quality["flags"])
+            )
         rows.append(row)
     return rows

@@ -8,7 +8,8 @@
 series is picked, ``--series`` chooses among several), or a folder of cases: an ACDC-layout tree
 (``patient*/patient*_4d.nii.gz``), a folder of NIfTI cines, or a folder of DICOM series/study folders.
 
-``--model`` is one or more checkpoint files (``.pt``; several are a fold ensemble whose probabilities are
+Without ``--model`` the default shipped model segments (pipeline.inference.pretrained; ``deunet models``
+lists them, ``--model shipped:NAME`` picks one). ``--model`` is otherwise one or more checkpoint files (``.pt``; several are a fold ensemble whose probabilities are
 averaged), their ONNX exports (``.onnx``, from ``deunet export-onnx``: run by ONNX Runtime on the CPU, and
 torch is never imported), or an MLflow model URI (``models:/name@champion``, ``runs:/...``; the logged
 model brings its own folds, TTA and post-processing). ``--tta``, ``--postprocess`` and ``--locate`` apply
@@ -22,8 +23,15 @@ heart crops) is searched for the heart first and segmented in a window of traini
     <name>_volumes.csv     frame (0-based), LV_ml, RV_ml, MYO_ml
     <name>_volumes.png     LV and RV volume curves with ED and ES marked
     <name>_indices.json    ED/ES frames, LV/RV EDV, ESV (ml), EF (%), MYO_mass (g), status (NaN -> null)
+    <name>_report.json     the clinical report (pipeline.serving.report): LV/RV EDV, ESV, SV, EF and the
+                           mass, indexed to BSA when height and weight are known (Info.cfg, DICOM), the
+                           heart rate when the timing is, how ED/ES were found, quality control (flags,
+                           score); null + reason otherwise
+    <name>_report.html     the same as one self-contained page: the QC verdict, the numbers, the volume
+                           curves and the ED/ES contours on every slice (pipeline.serving.report_html)
 
 into ``--out`` for one case, and into ``--out/<name>/`` for a folder of cases, plus ``--out/summary.csv``
+and ``--out/cohort.html`` (every case linked, flagged and failed ones first)
 (one row per case: its indices, or ``failed`` and the reason). A bad case is reported and skipped while
 the others go on; nothing is written for it.
 
@@ -66,6 +74,14 @@ from pipeline.inference.postprocess import POSTPROCESS_MODES
 from pipeline.inference.tta import TTA_MODES
 from pipeline.serving.codec import RequestError, decode_nifti, encode_cine, encode_labels
 from pipeline.serving.readout import Readout, readout
+from pipeline.serving.report import (
+    Subject,
+    case_quality,
+    clinical_report,
+    subject_from_dicom,
+    subject_from_info_cfg,
+)
+from pipeline.serving.report_html import cohort_html, report_html
 from pipeline.serving.schema import CURVE_COLUMNS, DECOMPRESSION_FACTOR
 from pipeline.vocabulary import CURVE_ORDER
 
@@ -76,7 +92,13 @@ MAX_INPUT_BYTES = 2 * 1024**3
 #: Defaults for checkpoint files: the levers measured best on acdc-roi (docs/benchmarks.md).
 DEFAULT_TTA = "flips"
 DEFAULT_POSTPROCESS = "lcc_fill"
-SUMMARY_COLUMNS = ("case", "input", "status", "ed_frame", "es_frame", *CLINICAL_KEYS, "seconds", "error")
+#: summary.csv's report columns: (column, section of the report, its key)
+REPORT_COLUMNS = (("bsa_m2", "body", "bsa_m2"), ("heart_rate_bpm", "heart_rate", "bpm"),
+                  ("LV_EDV_per_m2", "LV", "EDV_ml_per_m2"), ("LV_ESV_per_m2", "LV", "ESV_ml_per_m2"),
+                  ("RV_EDV_per_m2", "RV", "EDV_ml_per_m2"), ("RV_ESV_per_m2", "RV", "ESV_ml_per_m2"),
+                  ("MYO_mass_per_m2", "myocardium", "mass_g_per_m2"))  # fmt: skip
+SUMMARY_COLUMNS = ("case", "input", "status", "qc_ok", "qc_score", "qc_flags", "ed_frame", "es_frame", *CLINICAL_KEYS,
+                   *(c for c, _, _ in REPORT_COLUMNS), "seconds", "error")  # fmt: skip
 
 
 def input_stem(path: Path) -> str:
@@ -91,6 +113,21 @@ def input_stem(path: Path) -> str:
 def is_checkpoint(model: str) -> bool:
     """A local checkpoint file rather than an MLflow URI (``scheme:/...``)."""
     return ":/" not in model or Path(model).is_file()
+
+
+def shipped_files(models: Sequence[str], device: str = "auto") -> list[str]:
+    """``--model`` with each ``shipped:NAME`` replaced by that shipped model's files (checksums checked):
+    its ONNX exports on the CPU (no torch needed), its checkpoints for a GPU device."""
+    from pipeline.inference.pretrained import is_shipped, shipped_model
+
+    out: list[str] = []
+    for model in models:
+        if is_shipped(model):
+            kind = "torch" if device.startswith("cuda") else "onnx"
+            out += [str(p) for p in shipped_model(model).files(kind)]
+        else:
+            out.append(model)
+    return out
 
 
 def checkpoint_paths(models: Sequence[str]) -> list[Path] | None:
@@ -158,6 +195,10 @@ def discover_cases(path: Path) -> tuple[list[Case], bool]:
 # ---------------------------------------------------------------- the model, loaded once
 
 
+#: What segmenting one cine gives: the label NIfTI's bytes, the read-out, the (T, Z, Y, X) labels.
+Segmented = tuple[bytes, Readout, np.ndarray]
+
+
 @dataclass
 class Predictor:
     """Checkpoint files (a :class:`~pipeline.inference.predict.Segmenter`) or one MLflow pyfunc model."""
@@ -168,9 +209,7 @@ class Predictor:
     postprocess: str = DEFAULT_POSTPROCESS
     locate: str = "auto"
     precision: str = "auto"
-    _segment: Callable[[imageio.Image, bytes | None], tuple[bytes, Readout]] | None = field(
-        default=None, repr=False
-    )
+    _segment: Callable[[imageio.Image, bytes | None], Segmented] | None = field(default=None, repr=False)
 
     def load(self) -> Predictor:
         paths = checkpoint_paths(self.models)
@@ -190,9 +229,7 @@ class Predictor:
         with contextlib.suppress(ImportError):
             importlib.import_module(module)
 
-    def _checkpoints(
-        self, paths: list[Path]
-    ) -> Callable[[imageio.Image, bytes | None], tuple[bytes, Readout]]:
+    def _checkpoints(self, paths: list[Path]) -> Callable[[imageio.Image, bytes | None], Segmented]:
         from pipeline.inference.predict import Segmenter, resolve_device
 
         onnx = [is_export(p) for p in paths]
@@ -214,13 +251,13 @@ class Predictor:
         except ValueError as exc:
             raise DataError(paths[0], str(exc)) from None
 
-        def segment(image: imageio.Image, _: bytes | None) -> tuple[bytes, Readout]:
+        def segment(image: imageio.Image, _: bytes | None) -> Segmented:
             labels = segmenter.predict(image.array, spacing=image.spacing)
-            return encode_labels(labels, image.affine), readout(labels, image.spacing)
+            return encode_labels(labels, image.affine), readout(labels, image.spacing), labels
 
         return segment
 
-    def _mlflow(self, uri: str) -> Callable[[imageio.Image, bytes | None], tuple[bytes, Readout]]:
+    def _mlflow(self, uri: str) -> Callable[[imageio.Image, bytes | None], Segmented]:
         """The logged pyfunc (the same code path as the server), fed NIfTI bytes: the file's own bytes
         for a NIfTI input, the cine re-encoded for a DICOM one."""
         import mlflow
@@ -232,7 +269,7 @@ class Predictor:
         except MlflowException as exc:
             raise DataError(uri, f"cannot load the model ({exc.message})") from None
 
-        def segment(image: imageio.Image, data: bytes | None) -> tuple[bytes, Readout]:
+        def segment(image: imageio.Image, data: bytes | None) -> Segmented:
             data = data if data is not None else encode_cine(image.array, image.affine)
             try:
                 frame = model.predict(pd.DataFrame({"nifti": [base64.b64encode(data).decode("ascii")]}))
@@ -242,22 +279,25 @@ class Predictor:
             curves = {k: np.asarray(json.loads(row[c]), dtype=np.float64) for k, c in CURVE_COLUMNS.items()}
             result = Readout(curves, int(row["ed_frame"]), int(row["es_frame"]),
                              {k: float(row[k]) for k in CLINICAL_KEYS}, str(row["status"]))  # fmt: skip
-            return base64.b64decode(row["labels_nifti"]), result
+            labels_nifti = base64.b64decode(row["labels_nifti"])
+            return labels_nifti, result, decode_nifti(labels_nifti)[0].astype(np.uint8)
 
         return segment
 
-    def __call__(self, image: imageio.Image, data: bytes | None = None) -> tuple[bytes, Readout]:
+    def __call__(self, image: imageio.Image, data: bytes | None = None) -> Segmented:
         assert self._segment is not None, "call load() first"
         return self._segment(image, data)
 
 
-def read_case(case: Case, series: str | None = None) -> tuple[imageio.Image, bytes | None]:
-    """The cine of ``case`` and, for a NIfTI file, its bytes (what an MLflow model is sent)."""
+def read_case(case: Case, series: str | None = None) -> tuple[imageio.Image, bytes | None, Subject]:
+    """The cine of ``case``, for a NIfTI file its bytes (what an MLflow model is sent), and what the input
+    says about the patient and the timing (DICOM headers, or an ACDC Info.cfg beside the cine)."""
     path = case.path
     if path.is_dir():
         from pipeline.data.dicom import read_dicom_dir
 
-        return read_dicom_dir(path, series).image, None
+        cine = read_dicom_dir(path, series)
+        return cine.image, None, subject_from_dicom(cine.patient, cine.frame_ms)
     if not path.is_file():
         raise DataError(path, "input file is missing")
     if path.stat().st_size > MAX_INPUT_BYTES:
@@ -267,16 +307,16 @@ def read_case(case: Case, series: str | None = None) -> tuple[imageio.Image, byt
         cine, spacing, affine = decode_nifti(data, max_image_bytes=MAX_INPUT_BYTES * DECOMPRESSION_FACTOR)
     except RequestError as exc:
         raise DataError(path, str(exc)) from None
-    return imageio.Image(cine, spacing, affine), data
+    return imageio.Image(cine, spacing, affine), data, subject_from_info_cfg(path)
 
 
 # ---------------------------------------------------------------- outputs
 
 
-def write_outputs(
-    out: Path, stem: str, labels_nifti: bytes, result: Readout, title: str = ""
-) -> dict[str, Path]:
-    """Write the four result files of one cine into ``out``; returns them by kind."""
+def write_outputs(out: Path, stem: str, labels_nifti: bytes, result: Readout, title: str = "",
+                  report: dict[str, Any] | None = None, page: str | None = None) -> dict[str, Path]:  # fmt: skip
+    """Write the result files of one cine into ``out`` (the report and its page too when given); returns
+    them by kind."""
     from pipeline.evaluation.figures import volume_curve_figure
 
     out.mkdir(parents=True, exist_ok=True)
@@ -294,6 +334,12 @@ def write_outputs(
     markers = {"ED": result.ed_frame, "ES": result.es_frame} if result.status == "ok" else None
     volume_curve_figure(result.curves, None, markers, files["plot"], title=title)
     atomic_write_text(files["indices"], json.dumps(indices_payload(result), indent=2) + "\n")
+    if report is not None:
+        files["report"] = out / f"{stem}_report.json"
+        atomic_write_text(files["report"], json.dumps(report, indent=2) + "\n")
+    if page is not None:
+        files["report_html"] = out / f"{stem}_report.html"
+        atomic_write_text(files["report_html"], page)
     return files
 
 
@@ -304,8 +350,10 @@ def indices_payload(result: Readout) -> dict[str, Any]:
             "units": CLINICAL_UNITS, **indices}  # fmt: skip
 
 
-def summary(path: Path, n_frames: int, result: Readout, out: Path) -> str:
-    """The one-line report printed after a prediction."""
+def summary(
+    path: Path, n_frames: int, result: Readout, out: Path, quality: dict[str, Any] | None = None
+) -> str:
+    """The one-line report printed after a prediction (with the quality-control verdict when given)."""
     ix = result.indices
 
     def fmt(key: str, digits: int = 1) -> str:
@@ -314,11 +362,18 @@ def summary(path: Path, n_frames: int, result: Readout, out: Path) -> str:
     return (
         f"{path.name}: {n_frames} frame(s), ED {result.ed_frame} ES {result.es_frame} ({result.status}); "
         f"LV EF {fmt('LV_EF')}% EDV {fmt('LV_EDV')} ml ESV {fmt('LV_ESV')} ml; RV EF {fmt('RV_EF')}%; "
-        f"MYO mass {fmt('MYO_mass')} g -> {out}"
+        f"MYO mass {fmt('MYO_mass')} g"
+        + (
+            ""
+            if quality is None
+            else f"; QC {'ok' if quality['ok'] else 'FLAGGED: ' + ', '.join(quality['flags'])}"
+        )
+        + f" -> {out}"
     )
 
 
-def summary_row(case: Case, seconds: float, result: Readout | None = None, error: str = "") -> dict[str, Any]:
+def summary_row(case: Case, seconds: float, result: Readout | None = None, error: str = "",
+                report: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
     """One row of ``summary.csv``."""
     row: dict[str, Any] = dict.fromkeys(SUMMARY_COLUMNS, "")
     row.update(case=case.name, input=str(case.path), seconds=f"{seconds:.2f}", error=error)
@@ -332,6 +387,12 @@ def summary_row(case: Case, seconds: float, result: Readout | None = None, error
             for k in ("status", "ed_frame", "es_frame", *CLINICAL_KEYS)
         }
     )
+    for column, part, key in REPORT_COLUMNS if report is not None else ():
+        value = report[part][key]
+        row[column] = "" if value is None else value
+    if report is not None and "quality" in report:
+        qc = report["quality"]
+        row.update(qc_ok=qc["ok"], qc_score=qc["score"], qc_flags=" ".join(qc["flags"]))
     return row
 
 
@@ -348,8 +409,9 @@ def write_summary(path: Path, rows: Sequence[dict[str, Any]]) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="predict", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", required=True, nargs="+",
-                        help="checkpoint .pt file(s) (several: a fold ensemble), their .onnx exports, or one MLflow model URI")  # fmt: skip
+    parser.add_argument("--model", default=None, nargs="+",
+                        help="checkpoint .pt file(s) (several: a fold ensemble), their .onnx exports, one MLflow model "
+                             "URI, or shipped:NAME (`deunet models` lists them); default: the default shipped model")  # fmt: skip
     parser.add_argument("--input", required=True, type=Path,
                         help="NIfTI cine, DICOM series/study folder, or a folder of cases")  # fmt: skip
     parser.add_argument("--out", required=True, type=Path, help="output folder")
@@ -387,21 +449,27 @@ class _Clock:
 
 
 def _run_one(predictor: Predictor, case: Case, out: Path, series: str | None, clock: _Clock,
-             own_folder: bool = False) -> tuple[Readout, int]:  # fmt: skip
+             own_folder: bool = False) -> tuple[Readout, int, dict[str, Any]]:  # fmt: skip
     """Read, segment and write one case into ``out``; with ``own_folder`` (a folder of cases) ``out`` is
-    the case's own folder, written whole or not at all."""
-    image, data = read_case(case, series)
+    the case's own folder, written whole or not at all. Returns the read-out, the frames and the report."""
+    image, data, subject = read_case(case, series)
     clock.lap("read")
     _import_later_modules()
-    labels_nifti, result = predictor(image, data)
+    labels_nifti, result, labels = predictor(image, data)
     clock.lap("segment")
+    n_frames = image.array.shape[0] if image.array.ndim == 4 else 1
+    report = clinical_report(result, subject, n_frames)
+    report["quality"] = case_quality(labels, result).as_record()
+    page = report_html(case.name, report, image.array, labels, result.curves)
     if own_folder:
         with atomic_directory(out) as tmp:
-            write_outputs(tmp, case.name, labels_nifti, result, title=case.path.name)
+            write_outputs(
+                tmp, case.name, labels_nifti, result, title=case.path.name, report=report, page=page
+            )
     else:
-        write_outputs(out, case.name, labels_nifti, result, title=case.path.name)
+        write_outputs(out, case.name, labels_nifti, result, title=case.path.name, report=report, page=page)
     clock.lap("write")
-    return result, image.array.shape[0]
+    return result, n_frames, report
 
 
 @functools.cache
@@ -428,8 +496,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     clock = _Clock()
     try:
         cases, many = discover_cases(args.input)
+        if args.model is None:
+            from pipeline.inference.pretrained import PREFIX, shipped_model
+
+            shipped = shipped_model()
+            args.model = [PREFIX + shipped.name]
+            print(f"no --model: using the shipped model {shipped.name} ({shipped.manifest['summary']}; "
+                  f"`deunet models` lists the others)", file=sys.stderr)  # fmt: skip
         predictor = Predictor(
-            args.model, args.device, args.tta, args.postprocess, args.locate, args.precision
+            shipped_files(args.model, args.device),
+            args.device,
+            args.tta,
+            args.postprocess,
+            args.locate,
+            args.precision,
         )
         predictor.import_runtime()
         clock.lap("import runtime")
@@ -440,11 +520,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     if not many:
         try:
-            result, n_frames = _run_one(predictor, cases[0], args.out, args.series, clock)
+            result, n_frames, report = _run_one(predictor, cases[0], args.out, args.series, clock)
         except (PipelineError, ValueError, OSError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
-        print(summary(cases[0].path, n_frames, result, args.out))
+        print(summary(cases[0].path, n_frames, result, args.out, report["quality"]))
         failed = 0
     else:
         failed = _run_many(predictor, cases, args.out, args.series, clock)
@@ -465,13 +545,14 @@ def _run_many(
             bar.set_postfix_str(case.name)
             start = time.perf_counter()
             try:
-                result, _ = _run_one(predictor, case, out / case.name, series, clock, own_folder=True)
-                rows.append(summary_row(case, time.perf_counter() - start, result))
+                result, _, report = _run_one(predictor, case, out / case.name, series, clock, own_folder=True)
+                rows.append(summary_row(case, time.perf_counter() - start, result, report=report))
             except (PipelineError, ValueError, OSError) as exc:
                 failed += 1
                 bar.write(f"error: {exc}", file=sys.stderr)
                 rows.append(summary_row(case, time.perf_counter() - start, error=str(exc)))
             write_summary(out / "summary.csv", rows)  # after every case: a stopped run keeps what it did
+            atomic_write_text(out / "cohort.html", cohort_html(rows))
     print(f"{len(cases) - failed} of {len(cases)} case(s) done, {failed} failed -> {out / 'summary.csv'}")
     return failed
 

@@ -14,7 +14,9 @@ The model never reads a path: the column carries the image itself.
 Output, one row per input row (:data:`OUTPUT_COLUMNS`): ``labels_nifti`` (base64 of a gzip NIfTI
 ``(X, Y, Z, T)`` uint8 with the input's affine), ``lv_volume_ml`` / ``rv_volume_ml`` / ``myo_volume_ml``
 (JSON lists, one volume per frame, ml), ``ed_frame`` / ``es_frame`` (0-based, from the volume curves),
-LV/RV EDV, ESV (ml), EF (%), ``MYO_mass`` (g), and ``status`` (see :class:`~pipeline.serving.readout.Readout`).
+LV/RV EDV, ESV (ml), EF (%), ``MYO_mass`` (g), ``status`` (see :class:`~pipeline.serving.readout.Readout`),
+and quality control (pipeline.evaluation.quality): ``qc_ok`` (no flag), ``qc_score``, ``qc_flags``
+(space-separated names; a flagged case is answered like any other, never dropped).
 
 Bad input raises ``MlflowException(error_code=INVALID_PARAMETER_VALUE)``, which the scoring server
 answers with HTTP 400 and the message in the JSON body.
@@ -38,6 +40,7 @@ from mlflow.pyfunc import PythonModel, PythonModelContext
 from pipeline.evaluation.clinical import CLINICAL_KEYS
 from pipeline.serving.codec import RequestError, decode_dicom_zip, decode_nifti, encode_labels
 from pipeline.serving.readout import Readout, readout
+from pipeline.serving.report import case_quality
 from pipeline.serving.schema import (
     CURVE_COLUMNS,
     DECOMPRESSION_FACTOR,
@@ -94,6 +97,8 @@ def readout_row(labels: np.ndarray, affine: np.ndarray, result: Readout) -> dict
     row["ed_frame"], row["es_frame"] = result.ed_frame, result.es_frame
     row.update({k: float(result.indices[k]) for k in CLINICAL_KEYS})
     row["status"] = result.status
+    quality = case_quality(labels, result)
+    row.update(qc_ok=quality.ok, qc_score=round(quality.score, 4), qc_flags=" ".join(quality.flags))
     return row
 
 

@@ -9,8 +9,10 @@ from pipeline.evaluation.clinical import CLINICAL_KEYS
 INPUT_COLUMN = "nifti"  # a single-file NIfTI, gzip-compressed or not
 DICOM_ZIP_COLUMN = "dicom_zip"  # a zip of one DICOM cine series (or one study: the cine is picked)
 CURVE_COLUMNS = {"LV": "lv_volume_ml", "RV": "rv_volume_ml", "MYO": "myo_volume_ml"}
+#: Quality-control columns (pipeline.evaluation.quality): no flag, the score, the flags space-separated.
+QC_COLUMNS = ("qc_ok", "qc_score", "qc_flags")
 OUTPUT_COLUMNS = (
-    "labels_nifti", *CURVE_COLUMNS.values(), "ed_frame", "es_frame", *CLINICAL_KEYS, "status"
+    "labels_nifti", *CURVE_COLUMNS.values(), "ed_frame", "es_frame", *CLINICAL_KEYS, "status", *QC_COLUMNS
 )  # fmt: skip
 #: Default cap on one decoded request (bytes, before gunzip or unzip) when model_config has none.
 DEFAULT_MAX_REQUEST_BYTES = 64 * 1024 * 1024

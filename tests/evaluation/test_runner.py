@@ -54,3 +54,5 @@ def test_empty_prediction_is_counted_not_crashed(tmp_path: Path) -> None:
     row = clinical_table([result])[0]
     assert np.isnan(row["LV_EF_pred"]) and row["LV_EF_ref"] > 0
     assert result.phases_from_curves is None  # LV empty in every frame: ED/ES undefined, reported
+    # quality control says so, and the clinical table carries it
+    assert row["qc_ok"] is False and {"missing@ED", "missing@ES"} <= set(row["qc_flags"].split())

@@ -188,6 +188,13 @@ def test_server_answers_like_the_local_prediction(served: Served) -> None:
             assert row[key] == pytest.approx(indices[key], nan_ok=True), key
     else:
         assert row["status"] == "no_lv"
+    # quality control answers with every case: the same verdict as on the local labels
+    from pipeline.serving.readout import readout
+    from pipeline.serving.report import case_quality
+
+    quality = case_quality(expected, readout(expected, record.spacing))
+    assert (row["qc_ok"], row["qc_flags"].split()) == (quality.ok, list(quality.flags))
+    assert row["qc_score"] == pytest.approx(quality.score, abs=1e-4)
     print(f"request latency {latency * 1000:.0f} ms for a {record.cine.shape} cine")
 
 

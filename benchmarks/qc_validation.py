@@ -1,0 +1,112 @@
+"""Does quality control find the bad segmentations? Scored on cross-validated predictions of acdc-roi.
+
+    python -m benchmarks.qc_validation --tag phase40 --model unet         # acdc_cv's trained folds
+    python -m benchmarks.qc_validation --tag ship --model unet --tta flips --threads 2
+
+Each fold's published model segments its own validation patients' whole cines (as evaluate does: TTA,
+lcc_fill), pipeline.evaluation.quality judges each ED and ES volume, and the truth judges it too. Per
+volume: mean Dice and mean HD over LV, MYO and RV against the experts; the phase's QC score and whether
+any flag concerns it. Printed and written to data/bench/qc_validation/<tag>-<model>.json:
+
+- Spearman correlation between the QC score and the true mean Dice (negative is right: more wrong, lower);
+- AUROC of the score for the bad volumes (mean Dice < 0.85 or mean HD > 15 mm);
+- how many volumes with mean Dice < 0.80 are flagged (all should be), and how many good ones are.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+import numpy as np
+import yaml
+
+from benchmarks.acdc_cv import ROOT, WORK
+
+OUT = ROOT / "data" / "bench" / "qc_validation"
+
+
+def volumes(tag: str, model: str, tta: str) -> list[dict[str, Any]]:
+    from pipeline.evaluation.runner import EvaluateConfig, evaluate_patients
+    from pipeline.inference.predict import Segmenter
+    from pipeline.splitting.folds import read_split
+
+    rows = []
+    for work in sorted((WORK / tag / model).glob("fold*")):
+        timing = json.loads((work / "timing.json").read_text())
+        params = yaml.safe_load((work / "params.yaml").read_text())
+        fold = int(work.name.removeprefix("fold"))
+        store_dir = ROOT / timing["store"]
+        val = read_split(store_dir / "folds.json")["folds"][fold]["val"]
+        raw = (ROOT / params["download"]["local_path"]).resolve()
+        seg = Segmenter.from_files([work / timing["model_file"]], tta=tta)
+        start = time.perf_counter()
+        results = evaluate_patients(
+            seg, raw, val, fold, EvaluateConfig(whole_cycle=True, tta=tta), progress=False
+        )
+        print(f"fold {fold}: {len(val)} patients in {time.perf_counter() - start:.0f} s", flush=True)
+        for r in results:
+            assert r.quality is not None
+            flags = r.quality["flags"]
+            for case in r.cases["lcc_fill"]:
+                phase, m = case["phase"], case["metrics"]
+                rows.append({"patient": r.patient, "fold": fold, "phase": phase,
+                             "dice": float(np.mean([m[s]["dice"] for s in m])),
+                             "hd": float(np.mean([m[s]["hd"] if np.isfinite(m[s]["hd"]) else np.inf for s in m])),
+                             "score": r.quality["phase_scores"][phase],
+                             "flags": [f for f in flags if "@" not in f or f.endswith(f"@{phase}")]})  # fmt: skip
+    return rows
+
+
+def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    from scipy.stats import spearmanr
+
+    from pipeline.evaluation.quality import auroc
+
+    dice = np.array([r["dice"] for r in rows])
+    hd = np.array([r["hd"] for r in rows])
+    score = np.array([r["score"] for r in rows])
+    flagged = np.array([bool(r["flags"]) for r in rows])
+    bad = (dice < 0.85) | (hd > 15.0)
+    worst = dice < 0.80
+    rho = spearmanr(score, dice).statistic
+    counts: dict[str, int] = {}
+    for r in rows:
+        for f in r["flags"]:
+            counts[f.split("@")[0]] = counts.get(f.split("@")[0], 0) + 1
+    return {"volumes": len(rows), "bad": int(bad.sum()), "dice_below_0.80": int(worst.sum()),
+            "spearman_score_vs_dice": round(float(rho), 3), "auroc_bad": round(auroc(score, bad), 3),
+            "flagged_of_dice_below_0.80": f"{int((flagged & worst).sum())} of {int(worst.sum())}",
+            "flagged_of_good": f"{int((flagged & ~bad).sum())} of {int((~bad).sum())}",
+            "flagged_of_bad": f"{int((flagged & bad).sum())} of {int(bad.sum())}",
+            "worst_unflagged": sorted((round(r["dice"], 3), r["patient"], r["phase"]) for r in rows
+                                       if r["dice"] < 0.80 and not r["flags"]),
+            "flag_counts": dict(sorted(counts.items(), key=lambda kv: -kv[1]))}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--tag", required=True)
+    p.add_argument("--model", default="unet")
+    p.add_argument("--tta", default="flips")
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    rows = volumes(args.tag, args.model, args.tta)
+    summary = summarise(rows)
+    OUT.mkdir(parents=True, exist_ok=True)
+    path = OUT / f"{args.tag}-{args.model}.json"
+    path.write_text(json.dumps({"summary": summary, "volumes": rows}, indent=1) + "\n")
+    for key, value in summary.items():
+        print(f"{key}: {value}")
+    print(f"-> {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

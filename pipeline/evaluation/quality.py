@@ -1,0 +1,213 @@
+"""Quality control of a segmented cine from its labels alone: named flags and a score, per phase and per case.
+
+A segmentation can be wrong in ways its own labels betray. Each check measures one such property on the
+ED and ES volumes (anatomy) or on the whole cine's read-out (physiology), and raises a named flag past a
+threshold:
+
+anatomy, per phase (in-plane on each slice, then over the volume):
+    lv_open          share of the LV cavity's border touching background instead of myocardium on its
+                     worst slice (> 0.3): the cavity should be enclosed by myocardium
+    lv_without_myo   slices with LV but no myocardium (>= 1)
+    rv_detached      share of the RV's slices on which the RV does not reach the myocardium within 2 px
+                     (> 0.34): the RV lies against the septum
+    fragmented       slices where a structure falls into several pieces (>= 2)
+    slice_gap        a structure present on slices that are not contiguous from base to apex (>= 1 gap)
+    missing          LV, myocardium or RV absent from the whole volume
+physiology, per case:
+    edv_not_above_esv   LV or RV EDV <= ESV
+    ef_implausible      LV or RV EF outside 5-90 %
+    curve_irregular     the smoothed LV volume curve has more than one minimum per cycle
+    rv_lv_ratio         RV EDV / LV EDV outside 0.5-2.5
+    mass_implausible    LV myocardial mass outside 20-400 g
+
+The score is the number of flags raised, weighted (:data:`WEIGHTS`), plus the continuous part of the
+anatomy measures (lv_open, rv_detached), so cases order by how much looks wrong; each phase also gets its
+own score (its anatomy and the case's physiology) for judging one volume; ``ok`` is no flag. Thresholds are the values
+above; how the score separates good from bad volumes is measured on cross-validated predictions
+(benchmarks/qc_validation.py, docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from pipeline.vocabulary import STRUCTURES
+
+LV, MYO, RV = STRUCTURES["LV"], STRUCTURES["MYO"], STRUCTURES["RV"]
+THRESHOLDS = {"lv_open": 0.3, "lv_without_myo": 1, "rv_detached": 0.34, "fragmented": 2, "slice_gap": 1}
+WEIGHTS = {"lv_open": 1.0, "lv_without_myo": 1.0, "rv_detached": 1.0, "fragmented": 0.5, "slice_gap": 1.0,
+           "missing": 2.0, "edv_not_above_esv": 2.0, "ef_implausible": 1.0, "curve_irregular": 0.5,
+           "rv_lv_ratio": 0.5, "mass_implausible": 0.5}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Quality:
+    """Flags (names), score and the measures behind them; ``ok`` when no flag is raised."""
+
+    flags: tuple[str, ...]
+    score: float
+    measures: dict[str, Any] = field(default_factory=dict)
+    phase_scores: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.flags
+
+    def phase_flags(self, phase: str) -> list[str]:
+        """The flags that concern one phase's volume: its own and the case's physiology flags."""
+        return [f for f in self.flags if "@" not in f or f.endswith(f"@{phase}")]
+
+    def as_record(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "score": round(self.score, 4),
+            "flags": list(self.flags),
+            "phase_scores": {k: round(v, 4) for k, v in self.phase_scores.items()},
+            "measures": self.measures,
+        }
+
+
+def _shift_neighbours(mask: np.ndarray) -> list[np.ndarray]:
+    """The 4 in-plane neighbours of every pixel of (Z, Y, X) ``mask`` (outside the image: False)."""
+    out = []
+    for axis, step in ((1, 1), (1, -1), (2, 1), (2, -1)):
+        shifted = np.zeros_like(mask)
+        src = [slice(None)] * 3
+        dst = [slice(None)] * 3
+        src[axis] = slice(None, -1) if step == 1 else slice(1, None)
+        dst[axis] = slice(1, None) if step == 1 else slice(None, -1)
+        shifted[tuple(dst)] = mask[tuple(src)]
+        out.append(shifted)
+    return out
+
+
+def _components_2d(mask: np.ndarray) -> int:
+    from scipy import ndimage
+
+    return int(ndimage.label(mask)[1])
+
+
+def phase_measures(labels: np.ndarray) -> dict[str, Any]:
+    """The anatomy measures of one (Z, Y, X) label volume (0 bg, 1 RV, 2 MYO, 3 LV)."""
+    from scipy import ndimage
+
+    labels = np.asarray(labels)
+    lv, myo, rv, bg = labels == LV, labels == MYO, labels == RV, labels == 0
+    # LV border pixels touching background (4-neighbourhood, in-plane), over all LV border contacts
+    touch_bg = np.zeros_like(lv)
+    border = np.zeros_like(lv)
+    for neighbour_bg, neighbour_other in zip(_shift_neighbours(bg), _shift_neighbours(~lv), strict=True):
+        touch_bg |= lv & neighbour_bg
+        border |= lv & neighbour_other
+    per_slice = touch_bg.sum(axis=(1, 2)) / np.maximum(border.sum(axis=(1, 2)), 1)
+    lv_open = float(per_slice.max()) if border.any() else 0.0  # the worst slice
+    lv_slices = lv.any(axis=(1, 2))
+    lv_without_myo = int(np.sum(lv_slices & ~myo.any(axis=(1, 2))))
+    near_myo = ndimage.binary_dilation(myo, structure=np.ones((1, 5, 5), bool))
+    rv_slices = rv.any(axis=(1, 2))
+    detached = rv_slices & ~(rv & near_myo).any(axis=(1, 2))
+    rv_detached = float(detached.sum() / rv_slices.sum()) if rv_slices.any() else 0.0
+    fragmented = sum(_components_2d(m) > 1 for m3 in (lv, myo, rv) for m in m3 if m.any())
+    gaps = 0
+    for m3 in (lv, myo, rv):
+        present = np.flatnonzero(m3.any(axis=(1, 2)))
+        if present.size:
+            gaps += int(np.sum(np.diff(present) > 1))
+    missing = [name for name, m3 in (("LV", lv), ("MYO", myo), ("RV", rv)) if not m3.any()]
+    return {"lv_open": round(lv_open, 4), "lv_without_myo": lv_without_myo, "rv_detached": round(rv_detached, 4),
+            "fragmented": int(fragmented), "slice_gap": gaps, "missing": missing}  # fmt: skip
+
+
+def _phase_flags(measures: Mapping[str, Any]) -> list[str]:
+    # shares (lv_open, rv_detached) flag above their limit, counts at or above it
+    flags = [name for name, limit in THRESHOLDS.items()
+             if (measures[name] > limit if isinstance(limit, float) else measures[name] >= limit)]  # fmt: skip
+    if measures["missing"]:
+        flags.append("missing")
+    return flags
+
+
+def _minima(curve: np.ndarray, prominence: float) -> int:
+    """Local minima of a cyclic (T,) curve deeper than ``prominence`` below both neighbouring maxima."""
+    n = len(curve)
+    if n < 3:
+        return 1
+    count = 0
+    for t in range(n):
+        if curve[t] <= curve[t - 1] and curve[t] < curve[(t + 1) % n]:
+            left = max(curve[(t - k) % n] for k in range(1, n // 2 + 1))
+            right = max(curve[(t + k) % n] for k in range(1, n // 2 + 1))
+            if min(left, right) - curve[t] >= prominence:
+                count += 1
+    return max(count, 1)
+
+
+def physiology_flags(
+    indices: Mapping[str, float], lv_curve: Sequence[float] | None
+) -> tuple[list[str], dict[str, Any]]:
+    """Flags and measures of a case's read-out (LV/RV EDV, ESV, EF, MYO_mass; the LV volume curve)."""
+    from pipeline.evaluation.clinical import _smooth_cycle
+
+    flags, measures = [], {}
+    finite = {k: v for k, v in indices.items() if isinstance(v, int | float) and math.isfinite(v)}
+    if any(finite.get(f"{s}_EDV", math.inf) <= finite.get(f"{s}_ESV", -math.inf) for s in ("LV", "RV")):
+        flags.append("edv_not_above_esv")
+    if any(not 5.0 <= finite[f"{s}_EF"] <= 90.0 for s in ("LV", "RV") if f"{s}_EF" in finite):
+        flags.append("ef_implausible")
+    if lv_curve is not None and len(lv_curve) >= 3 and max(lv_curve) > 0:
+        smooth = _smooth_cycle(np.asarray(lv_curve, dtype=np.float64))
+        minima = _minima(smooth, 0.1 * float(smooth.max() - smooth.min()) or 1.0)
+        measures["lv_curve_minima"] = minima
+        if minima > 1:
+            flags.append("curve_irregular")
+    if finite.get("LV_EDV", 0) > 0 and "RV_EDV" in finite:
+        ratio = finite["RV_EDV"] / finite["LV_EDV"]
+        measures["rv_lv_edv_ratio"] = round(ratio, 3)
+        if not 0.5 <= ratio <= 2.5:
+            flags.append("rv_lv_ratio")
+    if "MYO_mass" in finite and not 20.0 <= finite["MYO_mass"] <= 400.0:
+        flags.append("mass_implausible")
+    return flags, measures
+
+
+def assess(phases: Mapping[str, np.ndarray], indices: Mapping[str, float] | None = None,
+           lv_curve: Sequence[float] | None = None) -> Quality:  # fmt: skip
+    """QC of a case: ``phases`` {"ED": (Z, Y, X), "ES": ...} labels, the read-out's indices and LV curve.
+
+    Per-phase flags are named ``<flag>@<phase>`` (``lv_open@ES``); the per-phase measures are kept under
+    the phase's name.
+    """
+    flags: list[str] = []
+    measures: dict[str, Any] = {}
+    own: dict[str, float] = {}
+    for phase, labels in phases.items():
+        m = phase_measures(labels)
+        measures[phase] = m
+        raised = _phase_flags(m)
+        flags += [f"{f}@{phase}" for f in raised]
+        own[phase] = sum(WEIGHTS[f] for f in raised) + m["lv_open"] + m["rv_detached"]
+    shared = 0.0
+    if indices is not None:
+        more, extra = physiology_flags(indices, lv_curve)
+        flags += more
+        measures.update(extra)
+        shared = sum(WEIGHTS[f] for f in more)
+    # a phase's score: its own anatomy plus the case's physiology; the case's: all of it
+    phase_scores = {phase: float(v + shared) for phase, v in own.items()}
+    return Quality(tuple(flags), float(sum(own.values()) + shared), measures, phase_scores)
+
+
+def auroc(scores: Sequence[float] | np.ndarray, positive: Sequence[bool] | np.ndarray) -> float:
+    """Area under the ROC curve of ``scores`` for the ``positive`` cases: the chance that a positive scores
+    higher than a negative, ties counting half (NaN without both kinds)."""
+    scores, positive = np.asarray(scores, dtype=np.float64), np.asarray(positive, dtype=bool)
+    pos, neg = scores[positive], scores[~positive]
+    if not len(pos) or not len(neg):
+        return float("nan")
+    greater = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+    return float(greater / (len(pos) * len(neg)))

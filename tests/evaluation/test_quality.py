@@ -1,0 +1,120 @@
+"""Quality control from the labels: a clean segmentation raises no flag, each planted defect raises its
+own named flag, and the score orders cases by how much looks wrong."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.evaluation.clinical import clinical_indices, volume_curves
+from pipeline.evaluation.quality import assess, auroc, phase_measures, physiology_flags
+from pipeline.vocabulary import STRUCTURES
+
+LV, MYO, RV = STRUCTURES["LV"], STRUCTURES["MYO"], STRUCTURES["RV"]
+SPACING = (10.0, 1.5, 1.5)
+
+
+class Heart:
+    """A plausible labelled cine: 8 slices of 10 mm, 96 x 96 px of 1.5 mm, 10 frames; the LV cavity (radius
+    25 mm at ED, 17 mm at ES: EDV ~157 ml, EF ~54 %), an 8 mm myocardial ring (~120 g) and an RV crescent
+    against the septum (~140 ml at ED)."""
+
+    def __init__(self, frames: int = 10) -> None:
+        yy, xx = np.mgrid[:96, :96] * 1.5
+        d = np.hypot(yy - 72, xx - 72)
+        self.cine_labels = np.zeros((frames, 8, 96, 96), np.uint8)
+        for t in range(frames):
+            phase = (1 - np.cos(2 * np.pi * t / frames)) / 2  # 0 at ED (frame 0), 1 at ES (mid-cycle)
+            r_lv, r_rv = 25 - 8 * phase, 14 - 6 * phase
+            lab = np.zeros((96, 96), np.uint8)
+            lab[(d >= r_lv + 8) & (d < r_lv + 8 + r_rv) & (xx < 72)] = RV
+            lab[(d >= r_lv) & (d < r_lv + 8)] = MYO
+            lab[d < r_lv] = LV
+            self.cine_labels[t] = lab
+        self.spacing = SPACING
+
+
+def make_record(t: int = 10, **_: int) -> Heart:
+    return Heart(t)
+
+
+def _case(labels: np.ndarray, spacing: tuple[float, float, float], ed: int = 0, es: int = 5):
+    indices = clinical_indices(labels[ed], labels[es], spacing)
+    return assess({"ED": labels[ed], "ES": labels[es]}, indices, volume_curves(labels, spacing)["LV"])
+
+
+def test_a_clean_segmentation_raises_no_flag() -> None:
+    record = make_record(t=10)
+    quality = _case(record.cine_labels, record.spacing, 0, 5)
+    assert quality.ok, quality.flags
+    assert quality.measures["ED"]["lv_open"] == 0.0 and quality.measures["ED"]["rv_detached"] == 0.0
+
+
+@pytest.mark.parametrize("defect", ["no_myo", "rv_away", "lv_gap", "fragments", "no_rv"])
+def test_each_planted_defect_raises_its_flag(defect: str) -> None:
+    record = make_record(t=10)
+    labels = record.cine_labels.copy()
+    ed = labels[0]
+    if defect == "no_myo":  # slice 1 loses its myocardium: LV unenclosed, LV without MYO
+        ed[1][ed[1] == MYO] = 0
+        expected = {"lv_without_myo@ED", "lv_open@ED"}
+    elif defect == "rv_away":  # the RV moved to the far corner on every slice
+        for z in range(ed.shape[0]):
+            ed[z][ed[z] == RV] = 0
+            ed[z][:6, :6] = RV
+        expected = {"rv_detached@ED"}
+    elif defect == "lv_gap":  # no LV or MYO on slice 2, but on 1 and 3
+        ed[2][(ed[2] == LV) | (ed[2] == MYO)] = 0
+        expected = {"slice_gap@ED"}
+    elif defect == "fragments":  # a second LV blob on two slices
+        for z in (0, 1):
+            ed[z][2:6, 2:6] = LV
+        expected = {"fragmented@ED"}
+    else:
+        labels[:, labels[0] == RV] = 0
+        labels[labels == RV] = 0
+        expected = {"missing@ED", "missing@ES"}
+    quality = _case(labels, record.spacing, 0, 5)
+    assert expected <= set(quality.flags), quality.flags
+    assert quality.score >= 0.5 and not quality.ok
+
+
+def test_physiology_flags() -> None:
+    good = {"LV_EDV": 150.0, "LV_ESV": 60.0, "LV_EF": 60.0, "RV_EDV": 160.0, "RV_ESV": 80.0, "RV_EF": 50.0,
+            "MYO_mass": 120.0}  # fmt: skip
+    curve = [150, 140, 110, 80, 60, 70, 100, 130, 145, 150]
+    assert physiology_flags(good, curve)[0] == []
+    bad = {**good, "LV_ESV": 160.0, "LV_EF": -6.7, "RV_EDV": 500.0, "MYO_mass": 10.0}
+    two_dips = [150, 140, 100, 60, 100, 140, 150, 150, 140, 100, 60, 100, 140, 150, 150, 150]
+    flags, measures = physiology_flags(bad, two_dips)
+    assert set(flags) == {
+        "edv_not_above_esv",
+        "ef_implausible",
+        "curve_irregular",
+        "rv_lv_ratio",
+        "mass_implausible",
+    }
+    assert measures["lv_curve_minima"] == 2 and measures["rv_lv_edv_ratio"] == pytest.approx(3.333, abs=1e-3)
+    # NaN indices (no LV) flag nothing by themselves
+    assert physiology_flags(dict.fromkeys(good, float("nan")), None)[0] == []
+
+
+def test_the_score_orders_cases_by_how_much_is_wrong() -> None:
+    record = make_record(t=10)
+    clean = _case(record.cine_labels, record.spacing, 0, 5)
+    one = record.cine_labels.copy()
+    one[0, 1][one[0, 1] == MYO] = 0
+    two = one.copy()
+    two[5, 2][two[5, 2] == MYO] = 0
+    scores = [_case(x, record.spacing, 0, 5).score for x in (record.cine_labels, one, two)]
+    assert clean.score == scores[0] < scores[1] < scores[2]
+    assert phase_measures(np.zeros((2, 8, 8), np.uint8))["missing"] == ["LV", "MYO", "RV"]
+
+
+def test_auroc() -> None:
+    assert auroc([3, 2, 1, 0], [True, True, False, False]) == 1.0
+    assert auroc([0, 1, 2, 3], [True, True, False, False]) == 0.0
+    assert auroc([1, 1, 1, 1], [True, False, True, False]) == 0.5  # ties count half
+    assert auroc([2, 0, 1, 3], [True, False, False, True]) == 1.0
+    assert auroc([0.9, 0.1, 0.5], [True, False, True]) == 1.0
+    assert np.isnan(auroc([1, 2], [True, True]))
