@@ -72,6 +72,12 @@ class Quality:
         }
 
 
+def qc_columns(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The table columns of a :meth:`Quality.as_record`: ``qc_ok``, ``qc_score``, ``qc_flags`` (space-separated),
+    as summary.csv, evaluate's clinical table and the served model's answer carry them."""
+    return {"qc_ok": record["ok"], "qc_score": record["score"], "qc_flags": " ".join(record["flags"])}
+
+
 def _shift_neighbours(mask: np.ndarray) -> list[np.ndarray]:
     """The 4 in-plane neighbours of every pixel of (Z, Y, X) ``mask`` (outside the image: False)."""
     out = []

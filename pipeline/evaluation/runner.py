@@ -26,7 +26,7 @@ from pipeline.evaluation.clinical import (
     volume_curves,
 )
 from pipeline.evaluation.metrics import STRUCTURE_ORDER, evaluate_case
-from pipeline.evaluation.quality import assess
+from pipeline.evaluation.quality import assess, qc_columns
 from pipeline.inference.postprocess import POSTPROCESS_MODES
 from pipeline.inference.predict import Segmenter, postprocess_volume
 from pipeline.inference.tta import TTA_MODES
@@ -178,8 +178,6 @@ def clinical_table(results: list[PatientResult]) -> list[dict[str, Any]]:
                 )  # frames from the reference, around the cycle
         row["ED_ref"], row["ES_ref"] = r.phases_ref
         if r.quality is not None:  # quality control of the prediction (pipeline.evaluation.quality)
-            row.update(
-                qc_ok=r.quality["ok"], qc_score=r.quality["score"], qc_flags=" ".join(r.quality["flags"])
-            )
+            row.update(qc_columns(r.quality))
         rows.append(row)
     return rows

@@ -67,6 +67,7 @@ from pipeline.atomic import atomic_directory, atomic_write_bytes, atomic_write_t
 from pipeline.data import imageio
 from pipeline.errors import DataError, PipelineError
 from pipeline.evaluation.clinical import CLINICAL_KEYS, CLINICAL_UNITS
+from pipeline.evaluation.quality import qc_columns
 from pipeline.inference.locate import LOCATE_MODES
 from pipeline.inference.network import PRECISIONS
 from pipeline.inference.onnx_network import is_export
@@ -387,12 +388,12 @@ def summary_row(case: Case, seconds: float, result: Readout | None = None, error
             for k in ("status", "ed_frame", "es_frame", *CLINICAL_KEYS)
         }
     )
-    for column, part, key in REPORT_COLUMNS if report is not None else ():
-        value = report[part][key]
-        row[column] = "" if value is None else value
-    if report is not None and "quality" in report:
-        qc = report["quality"]
-        row.update(qc_ok=qc["ok"], qc_score=qc["score"], qc_flags=" ".join(qc["flags"]))
+    if report is not None:
+        for column, part, key in REPORT_COLUMNS:
+            value = report[part][key]
+            row[column] = "" if value is None else value
+        if "quality" in report:
+            row.update(qc_columns(report["quality"]))
     return row
 
 

@@ -38,6 +38,7 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel, PythonModelContext
 
 from pipeline.evaluation.clinical import CLINICAL_KEYS
+from pipeline.evaluation.quality import qc_columns
 from pipeline.serving.codec import RequestError, decode_dicom_zip, decode_nifti, encode_labels
 from pipeline.serving.readout import Readout, readout
 from pipeline.serving.report import case_quality
@@ -97,8 +98,7 @@ def readout_row(labels: np.ndarray, affine: np.ndarray, result: Readout) -> dict
     row["ed_frame"], row["es_frame"] = result.ed_frame, result.es_frame
     row.update({k: float(result.indices[k]) for k in CLINICAL_KEYS})
     row["status"] = result.status
-    quality = case_quality(labels, result)
-    row.update(qc_ok=quality.ok, qc_score=round(quality.score, 4), qc_flags=" ".join(quality.flags))
+    row.update(qc_columns(case_quality(labels, result).as_record()))
     return row
 
 

@@ -23,14 +23,14 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.evaluation.clinical import MYOCARDIAL_DENSITY_G_PER_ML
+from pipeline.evaluation.clinical import ED_FIRST_TOLERANCE, MYOCARDIAL_DENSITY_G_PER_ML
 from pipeline.evaluation.quality import Quality, assess
 from pipeline.serving.readout import Readout
 
 PHASE_METHOD = (
     "cycle rule: the LV volume curve smoothed around the cycle; ES at its minimum; ED at the first frame "
     "(where ACDC and trigger-ordered cines start, at the R wave) unless the smoothed curve peaks more than "
-    "10 % above it, then at that peak"
+    f"{ED_FIRST_TOLERANCE:.0%} above it, then at that peak"
 )
 
 

@@ -149,7 +149,7 @@ def report_html(name: str, report: Mapping[str, Any], image: np.ndarray, labels:
         tiles.append("".join(cells))
     flags_table = ""
     if qc.get("measures"):
-        flags_table = ("<p class='note'>Measures: " + html.escape(str({k: v for k, v in qc["measures"].items()}))
+        flags_table = ("<p class='note'>Measures: " + html.escape(str(qc["measures"]))
                        + "</p>")  # fmt: skip
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(name)}: cardiac MRI report</title>
 <style>{STYLE}</style></head><body>

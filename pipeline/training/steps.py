@@ -48,10 +48,16 @@ class EagerStep:
 
     def __call__(self, clip: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self.loss_of(clip, label, True)
-        loss.backward()
-        self.optimizer.step()
-        return loss.detach()
+        return _take_step(self.optimizer, self.loss_of, clip, label)
+
+
+def _take_step(optimizer: torch.optim.Optimizer, loss_of: LossOf, clip: torch.Tensor,
+               label: torch.Tensor) -> torch.Tensor:  # fmt: skip
+    """Forward + loss, backward and the optimizer step on gradients already zeroed; the detached loss."""
+    loss = loss_of(clip, label, True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
 
 
 class GraphedStep:
@@ -125,19 +131,13 @@ class GraphedStep:
         self.optimizer.zero_grad(set_to_none=self.graph is None)
         self.eager_steps += 1
         if not side_stream or self.device.type != "cuda":
-            return self._eager_step(clip, label)
+            return _take_step(self.optimizer, self.loss_of, clip, label)
         stream = torch.cuda.Stream(self.device)
         stream.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(stream):
-            loss = self._eager_step(clip, label)
+            loss = _take_step(self.optimizer, self.loss_of, clip, label)
         torch.cuda.current_stream(self.device).wait_stream(stream)
         return loss
-
-    def _eager_step(self, clip: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-        loss = self.loss_of(clip, label, True)
-        loss.backward()
-        self.optimizer.step()
-        return loss.detach()
 
 
 def cuda_capture(graph: torch.cuda.CUDAGraph, work: Callable[[], torch.Tensor]) -> torch.Tensor:
