@@ -88,6 +88,13 @@ class DicomCine:
     patient: dict[
         str, Any
     ]  # PatientID, PatientSex, PatientSize (m), PatientWeight (kg), HeartRate, NominalInterval
+    #: the files as ``[slice][frame]``, in the order of the image's Z and T axes
+    layout: tuple[tuple[_Slice, ...], ...] = field(default=(), repr=False, compare=False)
+
+    def frame_datasets(self, t: int) -> list[Any]:
+        """The pydicom datasets of frame ``t``'s slices, in the image's Z order (``image.array[t, z]`` is
+        ``datasets[z].pixel_array`` rescaled): the source images of a segmentation of that frame."""
+        return [files[t].load() for files in self.layout]
 
 
 # ---------------------------------------------------------------- recognising DICOM
@@ -455,7 +462,8 @@ def read_series(sources: Iterable[tuple[str, Path | bytes]], where: str | Path,
         frame_ms = float(np.mean(np.diff(np.asarray(times, dtype=np.float64))))
     patient = _patient(first)
     return DicomCine(Image(np.ascontiguousarray(cine, dtype=np.float32), spacing, affine), items[0].series,
-                     first.description, frame_ms, len(items), patient)  # fmt: skip
+                     first.description, frame_ms, len(items), patient,
+                     tuple(tuple(files) for files in per_slice))  # fmt: skip
 
 
 def read_dicom_dir(folder: Path | str, series: str | None = None) -> DicomCine:

@@ -13,6 +13,11 @@ anatomy, per phase (in-plane on each slice, then over the volume):
     fragmented       slices where a structure falls into several pieces (>= 2)
     slice_gap        a structure present on slices that are not contiguous from base to apex (>= 1 gap)
     missing          LV, myocardium or RV absent from the whole volume
+consistency, per phase (when the class probabilities behind the labels are given):
+    uncertain        the model's own estimate of its Dice (:func:`estimated_dice`: the soft Dice of the
+                     probabilities, averaged over TTA views and ensemble members, against the labels drawn
+                     from them) below 0.85: where views or members disagree, or one is unsure, the averaged
+                     probabilities spread and the estimate drops
 physiology, per case:
     edv_not_above_esv   LV or RV EDV <= ESV
     ef_implausible      LV or RV EF outside 5-90 %
@@ -21,7 +26,8 @@ physiology, per case:
     mass_implausible    LV myocardial mass outside 20-400 g
 
 The score is the number of flags raised, weighted (:data:`WEIGHTS`), plus the continuous part of the
-anatomy measures (lv_open, rv_detached), so cases order by how much looks wrong; each phase also gets its
+anatomy measures (lv_open, rv_detached) and of the consistency (CONSISTENCY_WEIGHT x (1 - estimated
+Dice)), so cases order by how much looks wrong; each phase also gets its
 own score (its anatomy and the case's physiology) for judging one volume; ``ok`` is no flag. Thresholds are the values
 above; how the score separates good from bad volumes is measured on cross-validated predictions
 (benchmarks/qc_validation.py, docs/benchmarks.md).
@@ -42,7 +48,9 @@ LV, MYO, RV = STRUCTURES["LV"], STRUCTURES["MYO"], STRUCTURES["RV"]
 THRESHOLDS = {"lv_open": 0.3, "lv_without_myo": 1, "rv_detached": 0.34, "fragmented": 2, "slice_gap": 1}
 WEIGHTS = {"lv_open": 1.0, "lv_without_myo": 1.0, "rv_detached": 1.0, "fragmented": 0.5, "slice_gap": 1.0,
            "missing": 2.0, "edv_not_above_esv": 2.0, "ef_implausible": 1.0, "curve_irregular": 0.5,
-           "rv_lv_ratio": 0.5, "mass_implausible": 0.5}  # fmt: skip
+           "rv_lv_ratio": 0.5, "mass_implausible": 0.5, "uncertain": 1.0}  # fmt: skip
+UNCERTAIN_BELOW = 0.85  # estimated Dice under which a phase is flagged "uncertain"
+CONSISTENCY_WEIGHT = 10.0  # score points per unit of (1 - estimated Dice): 0.05 below 1 is half a flag
 
 
 @dataclass(frozen=True)
@@ -129,12 +137,36 @@ def phase_measures(labels: np.ndarray) -> dict[str, Any]:
             "fragmented": int(fragmented), "slice_gap": gaps, "missing": missing}  # fmt: skip
 
 
+def estimated_dice(probabilities: np.ndarray, labels: np.ndarray) -> float:
+    """The model's own estimate of its mean Dice over LV, MYO and RV on one volume: for each structure the
+    soft Dice between its (Z, C, Y, X) ``probabilities`` (averaged over TTA views and ensemble members) and
+    the (Z, Y, X) ``labels``, 2 sum(p * [label]) / (sum(p) + sum([label])); a structure that neither the
+    labels nor the probabilities hold (sum below one voxel) is left out, 1.0 when none is held.
+
+    Confident agreeing views give probabilities near 0/1 that match the labels (estimate near 1); views or
+    members that disagree, or an unsure network, spread the probability mass (estimate lower).
+    """
+    probabilities, labels = np.asarray(probabilities, dtype=np.float64), np.asarray(labels)
+    if probabilities.shape[0] != labels.shape[0] or probabilities.shape[2:] != labels.shape[1:]:
+        raise ValueError(f"probabilities {probabilities.shape} do not match labels {labels.shape}")
+    scores = []
+    for label in (LV, MYO, RV):
+        p = probabilities[:, label]
+        hard = labels == label
+        denominator = float(p.sum() + hard.sum())
+        if denominator >= 1.0:
+            scores.append(2.0 * float(p[hard].sum()) / denominator)
+    return float(np.mean(scores)) if scores else 1.0
+
+
 def _phase_flags(measures: Mapping[str, Any]) -> list[str]:
     # shares (lv_open, rv_detached) flag above their limit, counts at or above it
     flags = [name for name, limit in THRESHOLDS.items()
              if (measures[name] > limit if isinstance(limit, float) else measures[name] >= limit)]  # fmt: skip
     if measures["missing"]:
         flags.append("missing")
+    if measures.get("estimated_dice", 1.0) < UNCERTAIN_BELOW:
+        flags.append("uncertain")
     return flags
 
 
@@ -182,8 +214,11 @@ def physiology_flags(
 
 
 def assess(phases: Mapping[str, np.ndarray], indices: Mapping[str, float] | None = None,
-           lv_curve: Sequence[float] | None = None) -> Quality:  # fmt: skip
-    """QC of a case: ``phases`` {"ED": (Z, Y, X), "ES": ...} labels, the read-out's indices and LV curve.
+           lv_curve: Sequence[float] | None = None,
+           consistency: Mapping[str, float] | None = None) -> Quality:  # fmt: skip
+    """QC of a case: ``phases`` {"ED": (Z, Y, X), "ES": ...} labels, the read-out's indices and LV curve,
+    and per phase the :func:`estimated_dice` of the probabilities behind the labels (``consistency``;
+    phases it lacks are judged without it).
 
     Per-phase flags are named ``<flag>@<phase>`` (``lv_open@ES``); the per-phase measures are kept under
     the phase's name.
@@ -193,10 +228,13 @@ def assess(phases: Mapping[str, np.ndarray], indices: Mapping[str, float] | None
     own: dict[str, float] = {}
     for phase, labels in phases.items():
         m = phase_measures(labels)
+        if consistency is not None and phase in consistency:
+            m["estimated_dice"] = round(float(consistency[phase]), 4)
         measures[phase] = m
         raised = _phase_flags(m)
         flags += [f"{f}@{phase}" for f in raised]
-        own[phase] = sum(WEIGHTS[f] for f in raised) + m["lv_open"] + m["rv_detached"]
+        own[phase] = (sum(WEIGHTS[f] for f in raised) + m["lv_open"] + m["rv_detached"]
+                      + CONSISTENCY_WEIGHT * (1.0 - m.get("estimated_dice", 1.0)))  # fmt: skip
     shared = 0.0
     if indices is not None:
         more, extra = physiology_flags(indices, lv_curve)

@@ -29,6 +29,8 @@ heart crops) is searched for the heart first and segmented in a window of traini
                            score); null + reason otherwise
     <name>_report.html     the same as one self-contained page: the QC verdict, the numbers, the volume
                            curves and the ED/ES contours on every slice (pipeline.serving.report_html)
+    <name>_seg_ED.dcm      DICOM input only (when ED/ES are found): the ED and ES labels as DICOM
+    <name>_seg_ES.dcm      Segmentations (SEG, highdicom) of the source images, for DICOM viewers
 
 into ``--out`` for one case, and into ``--out/<name>/`` for a folder of cases, plus ``--out/summary.csv``
 and ``--out/cohort.html`` (every case linked, flagged and failed ones first)
@@ -74,7 +76,7 @@ from pipeline.inference.onnx_network import is_export
 from pipeline.inference.postprocess import POSTPROCESS_MODES
 from pipeline.inference.tta import TTA_MODES
 from pipeline.serving.codec import RequestError, decode_nifti, encode_cine, encode_labels
-from pipeline.serving.readout import Readout, readout
+from pipeline.serving.readout import Readout, segmented_readout
 from pipeline.serving.report import (
     Subject,
     case_quality,
@@ -254,7 +256,8 @@ class Predictor:
 
         def segment(image: imageio.Image, _: bytes | None) -> Segmented:
             labels = segmenter.predict(image.array, spacing=image.spacing)
-            return encode_labels(labels, image.affine), readout(labels, image.spacing), labels
+            result = segmented_readout(segmenter, image.array, labels, image.spacing)
+            return encode_labels(labels, image.affine), result, labels
 
         return segment
 
@@ -290,15 +293,16 @@ class Predictor:
         return self._segment(image, data)
 
 
-def read_case(case: Case, series: str | None = None) -> tuple[imageio.Image, bytes | None, Subject]:
-    """The cine of ``case``, for a NIfTI file its bytes (what an MLflow model is sent), and what the input
-    says about the patient and the timing (DICOM headers, or an ACDC Info.cfg beside the cine)."""
+def read_case(case: Case, series: str | None = None) -> tuple[imageio.Image, bytes | None, Subject, Any]:
+    """The cine of ``case``, for a NIfTI file its bytes (what an MLflow model is sent), what the input
+    says about the patient and the timing (DICOM headers, or an ACDC Info.cfg beside the cine), and for a
+    DICOM input the :class:`~pipeline.data.dicom.DicomCine` (its files are the SEG's source images)."""
     path = case.path
     if path.is_dir():
         from pipeline.data.dicom import read_dicom_dir
 
         cine = read_dicom_dir(path, series)
-        return cine.image, None, subject_from_dicom(cine.patient, cine.frame_ms)
+        return cine.image, None, subject_from_dicom(cine.patient, cine.frame_ms), cine
     if not path.is_file():
         raise DataError(path, "input file is missing")
     if path.stat().st_size > MAX_INPUT_BYTES:
@@ -308,16 +312,18 @@ def read_case(case: Case, series: str | None = None) -> tuple[imageio.Image, byt
         cine, spacing, affine = decode_nifti(data, max_image_bytes=MAX_INPUT_BYTES * DECOMPRESSION_FACTOR)
     except RequestError as exc:
         raise DataError(path, str(exc)) from None
-    return imageio.Image(cine, spacing, affine), data, subject_from_info_cfg(path)
+    return imageio.Image(cine, spacing, affine), data, subject_from_info_cfg(path), None
 
 
 # ---------------------------------------------------------------- outputs
 
 
 def write_outputs(out: Path, stem: str, labels_nifti: bytes, result: Readout, title: str = "",
-                  report: dict[str, Any] | None = None, page: str | None = None) -> dict[str, Path]:  # fmt: skip
+                  report: dict[str, Any] | None = None, page: str | None = None, labels: np.ndarray | None = None,
+                  source: Any = None, algorithm: str = "deunet") -> dict[str, Path]:  # fmt: skip
     """Write the result files of one cine into ``out`` (the report and its page too when given); returns
-    them by kind."""
+    them by kind. For a DICOM input (``source``, a :class:`~pipeline.data.dicom.DicomCine`, and the
+    ``(T, Z, Y, X)`` ``labels``) with ED and ES found, also the DICOM SEG of each (:func:`write_dicom_seg`)."""
     from pipeline.evaluation.figures import volume_curve_figure
 
     out.mkdir(parents=True, exist_ok=True)
@@ -341,7 +347,35 @@ def write_outputs(out: Path, stem: str, labels_nifti: bytes, result: Readout, ti
     if page is not None:
         files["report_html"] = out / f"{stem}_report.html"
         atomic_write_text(files["report_html"], page)
+    if source is not None and labels is not None:
+        files.update(write_dicom_seg(out, stem, source, labels, result, algorithm))
     return files
+
+
+def write_dicom_seg(out: Path, stem: str, source: Any, labels: np.ndarray, result: Readout,
+                    algorithm: str = "deunet") -> dict[str, Path]:  # fmt: skip
+    """``<stem>_seg_ED.dcm`` and ``<stem>_seg_ES.dcm``: the ED and ES labels as DICOM Segmentations of the
+    DICOM images they were predicted on (:mod:`pipeline.data.dicom_seg`); none when ED/ES are undefined
+    (status other than ``ok``). Raises DataError naming the SEG file that could not be written."""
+    if result.status != "ok" or labels.ndim != 4:
+        return {}
+    from pipeline.data.dicom_seg import seg_path, write_segmentation
+
+    files = {}
+    for phase, frame in (("ED", result.ed_frame), ("ES", result.es_frame)):
+        path = seg_path(out, stem, phase)
+        if not 0 <= frame < labels.shape[0]:
+            raise DataError(path, f"{phase} frame {frame} is outside the {labels.shape[0]} frame(s)")
+        files[f"seg_{phase}"] = write_segmentation(
+            path, source.frame_datasets(frame), labels[frame], phase=phase, algorithm=algorithm
+        )
+    return files
+
+
+def algorithm_name(models: Sequence[str]) -> str:
+    """The model as a SEG's AlgorithmName (at most 64 characters): ``deunet`` and the model files' names."""
+    names = ", ".join(Path(m).name for m in models)
+    return f"deunet {names}"[:64] if names else "deunet"
 
 
 def indices_payload(result: Readout) -> dict[str, Any]:
@@ -453,7 +487,7 @@ def _run_one(predictor: Predictor, case: Case, out: Path, series: str | None, cl
              own_folder: bool = False) -> tuple[Readout, int, dict[str, Any]]:  # fmt: skip
     """Read, segment and write one case into ``out``; with ``own_folder`` (a folder of cases) ``out`` is
     the case's own folder, written whole or not at all. Returns the read-out, the frames and the report."""
-    image, data, subject = read_case(case, series)
+    image, data, subject, source = read_case(case, series)
     clock.lap("read")
     _import_later_modules()
     labels_nifti, result, labels = predictor(image, data)
@@ -462,13 +496,16 @@ def _run_one(predictor: Predictor, case: Case, out: Path, series: str | None, cl
     report = clinical_report(result, subject, n_frames)
     report["quality"] = case_quality(labels, result).as_record()
     page = report_html(case.name, report, image.array, labels, result.curves)
+    seg = {"labels": labels, "source": source, "algorithm": algorithm_name(getattr(predictor, "models", ()))}
     if own_folder:
         with atomic_directory(out) as tmp:
             write_outputs(
-                tmp, case.name, labels_nifti, result, title=case.path.name, report=report, page=page
+                tmp, case.name, labels_nifti, result, title=case.path.name, report=report, page=page, **seg
             )
     else:
-        write_outputs(out, case.name, labels_nifti, result, title=case.path.name, report=report, page=page)
+        write_outputs(
+            out, case.name, labels_nifti, result, title=case.path.name, report=report, page=page, **seg
+        )
     clock.lap("write")
     return result, n_frames, report
 

@@ -40,7 +40,7 @@ from mlflow.pyfunc import PythonModel, PythonModelContext
 from pipeline.evaluation.clinical import CLINICAL_KEYS
 from pipeline.evaluation.quality import qc_columns
 from pipeline.serving.codec import RequestError, decode_dicom_zip, decode_nifti, encode_labels
-from pipeline.serving.readout import Readout, readout
+from pipeline.serving.readout import Readout, segmented_readout
 from pipeline.serving.report import case_quality
 from pipeline.serving.schema import (
     CURVE_COLUMNS,
@@ -163,5 +163,5 @@ class CineSegmentationModel(PythonModel):
             except RequestError as exc:
                 raise bad_request(f"row {i}: {exc}") from None
             labels = self.segmenter.predict(cine, spacing=spacing)
-            rows.append(readout_row(labels, affine, readout(labels, spacing)))
+            rows.append(readout_row(labels, affine, segmented_readout(self.segmenter, cine, labels, spacing)))
         return pd.DataFrame(rows, columns=list(OUTPUT_COLUMNS))

@@ -7,11 +7,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from pipeline.evaluation.clinical import CLINICAL_KEYS, clinical_indices, phases_from_curves, volume_curves
+from pipeline.evaluation.quality import estimated_dice
+
+if TYPE_CHECKING:
+    from pipeline.inference.predict import Segmenter
 
 
 @dataclass(frozen=True)
@@ -27,6 +32,9 @@ class Readout:
         indices: LV/RV EDV, ESV (ml), EF (%) and MYO_mass (g); NaN where undefined.
         status: ``"ok"``, ``"single_frame"`` (3D input: no cycle, so no ED/ES) or ``"no_lv"``
             (no LV voxel in any frame).
+        consistency: ``{"ED": ..., "ES": ...}`` the model's estimate of its own Dice on those frames
+            (pipeline.evaluation.quality.estimated_dice, from the probabilities averaged over TTA views and
+            ensemble members); empty when the probabilities were not at hand (labels read from a file).
     """
 
     curves: dict[str, np.ndarray]
@@ -34,6 +42,7 @@ class Readout:
     es_frame: int
     indices: dict[str, float] = field(default_factory=dict)
     status: str = "ok"
+    consistency: dict[str, float] = field(default_factory=dict)
 
 
 def readout(labels: np.ndarray, spacing: Sequence[float]) -> Readout:
@@ -48,3 +57,19 @@ def readout(labels: np.ndarray, spacing: Sequence[float]) -> Readout:
         return Readout(curves, 0, 0, nan, "no_lv")
     raw = clinical_indices(labels[ed], labels[es], spacing)
     return Readout(curves, ed, es, {k: float(raw[k]) for k in CLINICAL_KEYS}, "ok")
+
+
+def segmented_readout(segmenter: Segmenter, cine: np.ndarray, labels: np.ndarray,
+                      spacing: Sequence[float]) -> Readout:  # fmt: skip
+    """:func:`readout` of the ``labels`` that ``segmenter`` drew from ``cine``, with the consistency of its
+    ED and ES frames (one frame's for a single frame): their probabilities are computed again (two frames
+    of the cine's, so a few per cent of the segmentation's cost) and compared with their labels."""
+    result = readout(labels, spacing)
+    phases = {"ED": result.ed_frame, "ES": result.es_frame} if result.status == "ok" else {"ED": 0}
+    probabilities = segmenter.probabilities(
+        cine if cine.ndim == 4 else cine[None], list(phases.values()), spacing
+    )
+    labels = labels if labels.ndim == 4 else labels[None]
+    consistency = {phase: round(estimated_dice(p, labels[frame]), 4)
+                   for (phase, frame), p in zip(phases.items(), probabilities, strict=True)}  # fmt: skip
+    return replace(result, consistency=consistency)

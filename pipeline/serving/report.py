@@ -173,6 +173,6 @@ def case_quality(labels: np.ndarray, result: Readout) -> Quality:
     if labels.ndim == 3:
         labels = labels[None]
     if result.status != "ok":
-        return assess({"ED": labels[0]})
+        return assess({"ED": labels[0]}, consistency=result.consistency)
     return assess({"ED": labels[result.ed_frame], "ES": labels[result.es_frame]}, result.indices,
-                  result.curves.get("LV"))  # fmt: skip
+                  result.curves.get("LV"), result.consistency)  # fmt: skip

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from pipeline.evaluation.clinical import clinical_indices, volume_curves
-from pipeline.evaluation.quality import assess, auroc, phase_measures, physiology_flags
+from pipeline.evaluation.quality import assess, auroc, estimated_dice, phase_measures, physiology_flags
 from pipeline.vocabulary import STRUCTURES
 
 LV, MYO, RV = STRUCTURES["LV"], STRUCTURES["MYO"], STRUCTURES["RV"]
@@ -118,3 +118,38 @@ def test_auroc() -> None:
     assert auroc([2, 0, 1, 3], [True, False, False, True]) == 1.0
     assert auroc([0.9, 0.1, 0.5], [True, False, True]) == 1.0
     assert np.isnan(auroc([1, 2], [True, True]))
+
+
+def _one_hot(labels: np.ndarray) -> np.ndarray:
+    """(Z, Y, X) labels as (Z, 4, Y, X) probabilities of certainty."""
+    return np.moveaxis(np.eye(4, dtype=np.float32)[labels], -1, 1)
+
+
+def test_estimated_dice_is_one_for_certain_views_and_drops_as_they_disagree() -> None:
+    labels = make_record(t=10).cine_labels[0]
+    certain = _one_hot(labels)
+    assert estimated_dice(certain, labels) == pytest.approx(1.0)
+    # two views that disagree on every MYO voxel (one says MYO, the other LV): MYO's soft Dice is 2/3
+    other = labels.copy()
+    other[labels == MYO] = LV
+    split = (certain + _one_hot(other)) / 2
+    myo = 2 * 0.5 * (labels == MYO).sum() / (0.5 * (labels == MYO).sum() + (labels == MYO).sum())
+    lv_p = split[:, LV]
+    lv = 2 * lv_p[labels == LV].sum() / (lv_p.sum() + (labels == LV).sum())
+    assert estimated_dice(split, labels) == pytest.approx((lv + myo + 1.0) / 3, rel=1e-6)
+    assert estimated_dice(np.zeros((8, 4, 96, 96), np.float32), np.zeros((8, 96, 96), np.uint8)) == 1.0
+    with pytest.raises(ValueError, match="do not match"):
+        estimated_dice(certain[:, :, :10], labels)
+
+
+def test_uncertain_phases_are_flagged_and_score_higher() -> None:
+    record = make_record(t=10)
+    labels = record.cine_labels
+    indices = clinical_indices(labels[0], labels[5], record.spacing)
+    curve = volume_curves(labels, record.spacing)["LV"]
+    sure = assess({"ED": labels[0], "ES": labels[5]}, indices, curve, {"ED": 0.97, "ES": 0.95})
+    unsure = assess({"ED": labels[0], "ES": labels[5]}, indices, curve, {"ED": 0.97, "ES": 0.70})
+    assert sure.ok and sure.measures["ES"]["estimated_dice"] == 0.95
+    assert unsure.flags == ("uncertain@ES",)
+    assert unsure.phase_scores["ES"] > sure.phase_scores["ES"] > sure.phase_scores["ED"] - 1e-9
+    assert unsure.phase_scores["ED"] == sure.phase_scores["ED"]

@@ -25,6 +25,12 @@ class _Constant:
             return np.zeros((len(frames), *cine.shape[1:]), np.uint8)
         return self.labels[frames]
 
+    def probabilities(self, cine: np.ndarray, frames: list[int] | None = None,
+                      spacing: object = None) -> np.ndarray:  # fmt: skip
+        """Certain probabilities of :meth:`predict`'s labels, (F, Z, C, Y, X)."""
+        labels = self.predict(cine, frames, spacing)
+        return np.moveaxis(np.eye(4, dtype=np.float32)[labels], -1, 2)
+
 
 def test_perfect_prediction_scores_one(tmp_path: Path) -> None:
     record = make_record()
@@ -39,6 +45,9 @@ def test_perfect_prediction_scores_one(tmp_path: Path) -> None:
     assert result.clinical_pred["LV_EF"] == result.clinical_ref["LV_EF"] > 0
     row = clinical_table([result])[0]
     assert row["ED_curve_off"] == row["ES_curve_off"] == 0
+    # certain probabilities that match the labels: the model's own Dice estimate is 1 at both phases
+    assert result.quality is not None
+    assert [result.quality["measures"][p]["estimated_dice"] for p in ("ED", "ES")] == [1.0, 1.0]
 
 
 def test_empty_prediction_is_counted_not_crashed(tmp_path: Path) -> None:

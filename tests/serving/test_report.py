@@ -113,5 +113,7 @@ def test_acdc_folder_reports_info_cfg_size_in_the_summary(checkpoint: Path, tmp_
         assert set(qc) == {"ok", "score", "flags", "phase_scores", "measures"} and set(
             qc["phase_scores"]
         ) == {"ED", "ES"}
+        # the model's own Dice estimate, from the TTA-averaged probabilities of the two frames
+        assert all(0.0 <= qc["measures"][p]["estimated_dice"] <= 1.0 for p in ("ED", "ES"))
         assert row["qc_ok"] == str(qc["ok"]) and row["qc_flags"].split() == qc["flags"]
         assert float(row["qc_score"]) == pytest.approx(qc["score"])

@@ -156,11 +156,14 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
                 proc.wait(timeout=15)
 
 
+def local_segmenter(checkpoints: list[Path]) -> Segmenter:
+    ckpts = [load_checkpoint(p) for p in checkpoints]
+    return Segmenter.from_checkpoint(ckpts, device="cpu", tta=TTA, postprocess=POSTPROCESS)
+
+
 def local_labels(checkpoints: list[Path], cine: np.ndarray, spacing: tuple[float, ...]) -> np.ndarray:
     with torch_threads(1):
-        ckpts = [load_checkpoint(p) for p in checkpoints]
-        seg = Segmenter.from_checkpoint(ckpts, device="cpu", tta=TTA, postprocess=POSTPROCESS)
-        return seg.predict(cine, spacing=spacing)
+        return local_segmenter(checkpoints).predict(cine, spacing=spacing)
 
 
 def test_server_answers_like_the_local_prediction(served: Served) -> None:
@@ -188,11 +191,15 @@ def test_server_answers_like_the_local_prediction(served: Served) -> None:
             assert row[key] == pytest.approx(indices[key], nan_ok=True), key
     else:
         assert row["status"] == "no_lv"
-    # quality control answers with every case: the same verdict as on the local labels
-    from pipeline.serving.readout import readout
+    # quality control answers with every case: the same verdict as on the local labels and probabilities
+    from pipeline.serving.readout import segmented_readout
     from pipeline.serving.report import case_quality
 
-    quality = case_quality(expected, readout(expected, record.spacing))
+    with torch_threads(1):
+        local = segmented_readout(local_segmenter(served.checkpoints), record.cine, expected, record.spacing)
+    assert set(local.consistency) == ({"ED", "ES"} if local.status == "ok" else {"ED"})
+    assert all(0.0 <= v <= 1.0 for v in local.consistency.values())
+    quality = case_quality(expected, local)
     assert (row["qc_ok"], row["qc_flags"].split()) == (quality.ok, list(quality.flags))
     assert row["qc_score"] == pytest.approx(quality.score, abs=1e-4)
     print(f"request latency {latency * 1000:.0f} ms for a {record.cine.shape} cine")
