@@ -29,6 +29,28 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "data" / "bench" / "phase_detection"
 
 
+def image_change(cine: np.ndarray) -> np.ndarray:
+    """(T,) how far each frame's image is from the first's: the mean absolute difference of the in-plane
+    smoothed (sigma 1.5 px) intensities, scaled by the cine's 99th percentile. The heart contracts away
+    from ED, so the image moves furthest from the first frame near ES, whatever a network makes of it."""
+    from scipy import ndimage
+
+    cine = np.asarray(cine, dtype=np.float32)
+    smooth = ndimage.gaussian_filter(cine / max(float(np.percentile(cine, 99)), 1e-6), (0, 0, 1.5, 1.5))
+    return np.abs(smooth - smooth[:1]).mean(axis=(1, 2, 3))
+
+
+def es_with_image(lv: np.ndarray, change: np.ndarray) -> int:
+    """ES where the LV has emptied most and the image has moved furthest from ED, on equal terms: the
+    smoothed LV curve's fall from its maximum over its range plus the smoothed image change over its
+    maximum (an experiment: not a rule of the library)."""
+    from pipeline.evaluation.clinical import _smooth_cycle
+
+    lv, change = _smooth_cycle(np.asarray(lv, float)), _smooth_cycle(np.asarray(change, float))
+    fall = (lv.max() - lv) / max(float(np.ptp(lv)), 1e-9)
+    return int(np.argmax(fall + change / max(float(change.max()), 1e-9)))
+
+
 def collect(tag: str, model: str, folds: list[int]) -> Path:
     import yaml
 
@@ -49,7 +71,8 @@ def collect(tag: str, model: str, folds: list[int]) -> Path:
             rec = read_patient(raw / pid, with_cine_labels=False)
             curves = volume_curves(seg.predict(rec.cine, spacing=rec.spacing), rec.spacing)
             cases[pid] = {"fold": fold, "n_frames": rec.n_frames, "ed": rec.frame_index("ED"),
-                          "es": rec.frame_index("ES"), **{k: v.round(3).tolist() for k, v in curves.items()}}  # fmt: skip
+                          "es": rec.frame_index("ES"), **{k: v.round(3).tolist() for k, v in curves.items()},
+                          "image_change": image_change(rec.cine).round(5).tolist()}  # fmt: skip
             print(f"fold {fold} {pid}: {rec.n_frames} frames", flush=True)
     OUT.mkdir(parents=True, exist_ok=True)
     path = OUT / f"{tag}-{model}.json"
@@ -84,6 +107,14 @@ def score(path: Path) -> dict[str, Any]:
             if d_ed > 1 or d_es > 1:
                 misses.append(f"{pid} ED {ed} vs {c['ed']}, ES {es} vs {c['es']} of {c['n_frames']}")
         out["rules"][rule] = {k: v / len(cases) for k, v in hits.items()} | {"misses": misses}
+    with_image = [c for c in cases.values() if "image_change" in c]
+    if with_image:  # the experiment: ES from the LV curve and the image change together
+        es_hits = sum(cycle_distance(es_with_image(np.asarray(c["LV"]), np.asarray(c["image_change"])), c["es"],
+                                     c["n_frames"]) <= 1 for c in with_image)  # fmt: skip
+        image_hits = sum(cycle_distance(int(np.argmax(np.asarray(c["image_change"]))), c["es"], c["n_frames"]) <= 1
+                         for c in with_image)  # fmt: skip
+        out["es_experiments"] = {"cines": len(with_image), "lv_and_image": es_hits / len(with_image),
+                                 "image_only": image_hits / len(with_image)}  # fmt: skip
     return out
 
 
@@ -107,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
               f"(exact: ED {r['ED_exact']:.3f}, ES {r['ES_exact']:.3f})")  # fmt: skip
         for miss in r["misses"]:
             print(f"      {miss}")
+    if "es_experiments" in result:
+        print(f"ES experiments (within one frame): {result['es_experiments']}")
     return 0
 
 

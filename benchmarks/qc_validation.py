@@ -10,7 +10,10 @@ any flag concerns it. Printed and written to data/bench/qc_validation/<tag>-<mod
 
 - Spearman correlation between the QC score and the true mean Dice (negative is right: more wrong, lower);
 - AUROC of the score for the bad volumes (mean Dice < 0.85 or mean HD > 15 mm);
-- how many volumes with mean Dice < 0.80 are flagged (all should be), and how many good ones are.
+- how many volumes with mean Dice < 0.80 are flagged (all should be), and how many good ones are;
+- per patient, the clinical indices at the true ED/ES against the experts' (the same predictions): mean
+  absolute error of LV and RV EF, and Bland-Altman bias and 95 % limits of agreement of LV/RV EF, LV/RV EDV
+  and LV mass.
 """
 
 from __future__ import annotations
@@ -29,12 +32,15 @@ from benchmarks.acdc_cv import ROOT, WORK
 OUT = ROOT / "data" / "bench" / "qc_validation"
 
 
-def volumes(tag: str, model: str, tta: str) -> list[dict[str, Any]]:
+AGREEMENT_KEYS = ("LV_EF", "RV_EF", "LV_EDV", "RV_EDV", "MYO_mass")
+
+
+def volumes(tag: str, model: str, tta: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     from pipeline.evaluation.runner import EvaluateConfig, evaluate_patients
     from pipeline.inference.predict import Segmenter
     from pipeline.splitting.folds import read_split
 
-    rows = []
+    rows, patients = [], []
     for work in sorted((WORK / tag / model).glob("fold*")):
         timing = json.loads((work / "timing.json").read_text())
         params = yaml.safe_load((work / "params.yaml").read_text())
@@ -50,6 +56,8 @@ def volumes(tag: str, model: str, tta: str) -> list[dict[str, Any]]:
         print(f"fold {fold}: {len(val)} patients in {time.perf_counter() - start:.0f} s", flush=True)
         for r in results:
             assert r.quality is not None
+            patients.append({"patient": r.patient, "pred": {k: r.clinical_pred[k] for k in AGREEMENT_KEYS},
+                             "ref": {k: r.clinical_ref[k] for k in AGREEMENT_KEYS}})  # fmt: skip
             flags = r.quality["flags"]
             for case in r.cases["lcc_fill"]:
                 phase, m = case["phase"], case["metrics"]
@@ -57,8 +65,25 @@ def volumes(tag: str, model: str, tta: str) -> list[dict[str, Any]]:
                              "dice": float(np.mean([m[s]["dice"] for s in m])),
                              "hd": float(np.mean([m[s]["hd"] if np.isfinite(m[s]["hd"]) else np.inf for s in m])),
                              "score": r.quality["phase_scores"][phase],
+                             "estimated_dice": r.quality["measures"][phase].get("estimated_dice", float("nan")),
                              "flags": [f for f in flags if "@" not in f or f.endswith(f"@{phase}")]})  # fmt: skip
-    return rows
+    return rows, patients
+
+
+def clinical_agreement(patients: list[dict[str, Any]]) -> dict[str, Any]:
+    """MAE of LV and RV EF, and Bland-Altman statistics of each index (pred - ref) over the patients."""
+    from pipeline.evaluation.agreement import agreement
+
+    out: dict[str, Any] = {}
+    for key in AGREEMENT_KEYS:
+        pred = np.array([p["pred"][key] for p in patients], dtype=np.float64)
+        ref = np.array([p["ref"][key] for p in patients], dtype=np.float64)
+        stats = agreement(pred, ref)
+        ok = np.isfinite(pred) & np.isfinite(ref)
+        out[key] = {"mae": round(float(np.abs(pred - ref)[ok].mean()), 2), "bias": round(stats["bias"], 2),
+                    "loa": [round(stats["loa_low"], 2), round(stats["loa_high"], 2)],
+                    "r": round(stats["pearson_r"], 3), "n": stats["n"]}  # fmt: skip
+    return out
 
 
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -73,12 +98,15 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     bad = (dice < 0.85) | (hd > 15.0)
     worst = dice < 0.80
     rho = spearmanr(score, dice).statistic
+    estimated = np.array([r["estimated_dice"] for r in rows])
     counts: dict[str, int] = {}
     for r in rows:
         for f in r["flags"]:
             counts[f.split("@")[0]] = counts.get(f.split("@")[0], 0) + 1
     return {"volumes": len(rows), "bad": int(bad.sum()), "dice_below_0.80": int(worst.sum()),
             "spearman_score_vs_dice": round(float(rho), 3), "auroc_bad": round(auroc(score, bad), 3),
+            "estimated_dice_alone": {"spearman_vs_dice": round(float(spearmanr(estimated, dice).statistic), 3),
+                                     "auroc_bad": round(auroc(-estimated, bad), 3)},
             "flagged_of_dice_below_0.80": f"{int((flagged & worst).sum())} of {int(worst.sum())}",
             "flagged_of_good": f"{int((flagged & ~bad).sum())} of {int((~bad).sum())}",
             "flagged_of_bad": f"{int((flagged & bad).sum())} of {int(bad.sum())}",
@@ -97,11 +125,12 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    rows = volumes(args.tag, args.model, args.tta)
+    rows, patients = volumes(args.tag, args.model, args.tta)
     summary = summarise(rows)
+    summary["clinical_agreement"] = clinical_agreement(patients)
     OUT.mkdir(parents=True, exist_ok=True)
     path = OUT / f"{args.tag}-{args.model}.json"
-    path.write_text(json.dumps({"summary": summary, "volumes": rows}, indent=1) + "\n")
+    path.write_text(json.dumps({"summary": summary, "volumes": rows, "patients": patients}, indent=1) + "\n")
     for key, value in summary.items():
         print(f"{key}: {value}")
     print(f"-> {path}")

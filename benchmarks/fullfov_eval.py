@@ -1,0 +1,133 @@
+"""The cross-validated models on whole real volumes: acdc-fullfov's ED/ES frames, every slice, full field of view.
+
+    python -m benchmarks.fullfov_eval --tag phase40 --model unet          # acdc_cv's trained folds
+
+Each fold's published model (trained on acdc-roi's heart crops) segments its own validation patients' ED and
+ES volumes of ../shared/data/acdc-fullfov as they come from the scanner (locate auto: the heart is found
+first; TTA flips, lcc_fill), so the split is the cross-validation's. Per volume and structure: Dice, HD and
+ASSD against the experts; how many slices beyond the reference's base and apex hold a predicted ventricle
+(LV or RV), the base being the end of the reference's labelled slices with the larger ventricular area;
+and the quality-control verdict, so one sees whether QC flags the basal failures. Printed and written to
+data/bench/fullfov_eval/<tag>-<model>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+
+from benchmarks.acdc_cv import ROOT, WORK
+
+OUT = ROOT / "data" / "bench" / "fullfov_eval"
+FULLFOV = ROOT.parent / "shared" / "data" / "acdc-fullfov"
+
+
+def beyond_reference(pred: np.ndarray, ref: np.ndarray) -> tuple[int, int]:
+    """Slices of (Z, Y, X) ``pred`` with LV or RV beyond the reference's base and beyond its apex."""
+    ventricles_ref = np.isin(ref, (1, 3)).sum(axis=(1, 2))
+    ventricles_pred = np.isin(pred, (1, 3)).any(axis=(1, 2))
+    labelled = np.flatnonzero(ventricles_ref)
+    if not labelled.size:
+        return int(ventricles_pred.sum()), 0
+    first, last = int(labelled[0]), int(labelled[-1])
+    before, after = int(ventricles_pred[:first].sum()), int(ventricles_pred[last + 1 :].sum())
+    base_first = ventricles_ref[first] >= ventricles_ref[last]
+    return (before, after) if base_first else (after, before)
+
+
+def volumes(tag: str, model: str, tta: str, folds: list[int] | None = None,
+            limit: int | None = None) -> list[dict[str, Any]]:  # fmt: skip
+    from pipeline.data.acdc import parse_info_cfg
+    from pipeline.data.imageio import spacing_zyx, to_memory
+    from pipeline.evaluation.clinical import clinical_indices
+    from pipeline.evaluation.metrics import evaluate_case
+    from pipeline.evaluation.quality import assess, estimated_dice
+    from pipeline.inference.predict import Segmenter, postprocess_volume
+    from pipeline.splitting.folds import read_split
+
+    rows = []
+    for work in sorted(t.parent for t in (WORK / tag / model).glob("fold*/timing.json")):  # finished folds
+        fold = int(work.name.removeprefix("fold"))
+        if folds is not None and fold not in folds:
+            continue
+        timing = json.loads((work / "timing.json").read_text())
+        val = read_split(ROOT / timing["store"] / "folds.json")["folds"][fold]["val"][:limit]
+        seg = Segmenter.from_files([work / timing["model_file"]], tta=tta)
+        start = time.perf_counter()
+        for pid in val:
+            folder = FULLFOV / pid
+            info = parse_info_cfg(folder / "Info.cfg")
+            labels, refs, consistency, spacing = {}, {}, {}, (1.0, 1.0, 1.0)
+            for phase in ("ED", "ES"):
+                stem = folder / f"{pid}_frame{info.frame(phase):02d}"
+                img = nib.load(f"{stem}.nii.gz")
+                volume = to_memory(np.asarray(img.dataobj, dtype=np.float32))
+                spacing = spacing_zyx(img.header.get_zooms())
+                refs[phase] = to_memory(np.asarray(nib.load(f"{stem}_gt.nii.gz").dataobj, dtype=np.uint8))
+                probs = seg.probabilities(volume[None], [0], spacing)[0]
+                labels[phase] = postprocess_volume(probs.argmax(1).astype(np.uint8), "lcc_fill")
+                consistency[phase] = estimated_dice(probs, labels[phase])
+            quality = assess(labels, clinical_indices(labels["ED"], labels["ES"], spacing), None, consistency)
+            for phase in ("ED", "ES"):
+                m = evaluate_case(labels[phase], refs[phase], spacing)
+                above, below = beyond_reference(labels[phase], refs[phase])
+                rows.append({"patient": pid, "fold": fold, "phase": phase, "slices": int(refs[phase].shape[0]),
+                             "shape": list(refs[phase].shape[1:]), "metrics": m, "above_base": above,
+                             "below_apex": below, "qc_score": quality.phase_scores[phase],
+                             "qc_flags": quality.phase_flags(phase)})  # fmt: skip
+        print(f"fold {fold}: {len(val)} patients in {time.perf_counter() - start:.0f} s", flush=True)
+    return rows
+
+
+def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    def mean(key: str, structure: str, phase: str | None = None) -> float:
+        values = [r["metrics"][structure][key] for r in rows if phase in (None, r["phase"])]
+        finite = [v for v in values if np.isfinite(v)]
+        return round(float(np.mean(finite)), 4) if finite else float("nan")
+
+    table = {f"{s} {p}": {k: mean(k, s, p) for k in ("dice", "hd", "assd")}
+             for p in ("ED", "ES") for s in ("LV", "MYO", "RV")}  # fmt: skip
+    above = [r for r in rows if r["above_base"]]
+    return {"volumes": len(rows), "per_structure_phase": table,
+            "mean_dice": round(float(np.mean([v["dice"] for v in table.values()])), 4),
+            "mean_hd_mm": round(float(np.mean([v["hd"] for v in table.values()])), 2),
+            "mean_assd_mm": round(float(np.mean([v["assd"] for v in table.values()])), 3),
+            "volumes_ventricle_above_base": f"{len(above)} of {len(rows)} ({len(above) / len(rows):.1%})",
+            "volumes_ventricle_below_apex": sum(bool(r["below_apex"]) for r in rows),
+            "above_base_flagged_by_qc": f"{sum(bool(r['qc_flags']) for r in above)} of {len(above)}",
+            "flags_of_above_base": sorted({f.split("@")[0] for r in above for f in r["qc_flags"]})}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--tag", required=True)
+    p.add_argument("--model", default="unet")
+    p.add_argument("--tta", default="flips")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--folds", type=int, nargs="+", help="only these folds (default: every trained one)")
+    p.add_argument(
+        "--limit", type=int, help="only the first N validation patients of each fold (a smoke run)"
+    )
+    args = p.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    rows = volumes(args.tag, args.model, args.tta, args.folds, args.limit)
+    summary = summarise(rows)
+    OUT.mkdir(parents=True, exist_ok=True)
+    path = OUT / f"{args.tag}-{args.model}.json"
+    path.write_text(json.dumps({"summary": summary, "volumes": rows}, indent=1) + "\n")
+    for key, value in summary.items():
+        print(f"{key}: {value}")
+    print(f"-> {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
