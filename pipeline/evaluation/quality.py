@@ -159,6 +159,15 @@ def estimated_dice(probabilities: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(scores)) if scores else 1.0
 
 
+def phase_consistency(segmenter: Any, cine: np.ndarray, frames: Mapping[str, int], labels: Mapping[str, np.ndarray],
+                      spacing: Sequence[float] | None) -> dict[str, float]:  # fmt: skip
+    """:func:`estimated_dice` of each phase: ``segmenter`` (a pipeline.inference.predict.Segmenter) computes
+    the probabilities of the (T, Z, Y, X) ``cine``'s ``frames`` {phase: frame} again, and each is compared
+    with that phase's (Z, Y, X) ``labels``; for :func:`assess`'s ``consistency``."""
+    probabilities = segmenter.probabilities(cine, list(frames.values()), spacing=spacing)
+    return {phase: estimated_dice(p, labels[phase]) for phase, p in zip(frames, probabilities, strict=True)}
+
+
 def _phase_flags(measures: Mapping[str, Any]) -> list[str]:
     # shares (lv_open, rv_detached) flag above their limit, counts at or above it
     flags = [name for name, limit in THRESHOLDS.items()

@@ -26,7 +26,7 @@ from pipeline.evaluation.clinical import (
     volume_curves,
 )
 from pipeline.evaluation.metrics import STRUCTURE_ORDER, evaluate_case
-from pipeline.evaluation.quality import assess, estimated_dice, qc_columns
+from pipeline.evaluation.quality import assess, phase_consistency, qc_columns
 from pipeline.inference.postprocess import POSTPROCESS_MODES
 from pipeline.inference.predict import Segmenter, postprocess_volume
 from pipeline.inference.tta import TTA_MODES
@@ -124,10 +124,7 @@ def evaluate_patient(seg: Segmenter, folder: Path, fold: int, cfg: EvaluateConfi
             cycle_dice = {s: float(np.mean([m[s]["dice"] for m in per_frame])) for s in STRUCTURE_ORDER}
     clinical_pred = clinical_indices(chosen["ED"], chosen["ES"], rec.spacing)
     # consistency: the model's own Dice estimate from the probabilities behind the ED and ES labels
-    probabilities = seg.probabilities(rec.cine, [ed, es], spacing=rec.spacing)
-    consistency = {
-        p: estimated_dice(probs, chosen[p]) for p, probs in zip(PHASES, probabilities, strict=True)
-    }
+    consistency = phase_consistency(seg, rec.cine, {"ED": ed, "ES": es}, chosen, rec.spacing)
     quality = assess(chosen, clinical_pred, None if curves_pred is None else curves_pred["LV"], consistency)
     return PatientResult(
         quality=quality.as_record(),

@@ -61,7 +61,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -87,6 +87,9 @@ from pipeline.serving.report import (
 from pipeline.serving.report_html import cohort_html, report_html
 from pipeline.serving.schema import CURVE_COLUMNS, DECOMPRESSION_FACTOR
 from pipeline.vocabulary import CURVE_ORDER
+
+if TYPE_CHECKING:
+    from pipeline.data.dicom import DicomCine
 
 log = logging.getLogger(__name__)
 
@@ -293,7 +296,9 @@ class Predictor:
         return self._segment(image, data)
 
 
-def read_case(case: Case, series: str | None = None) -> tuple[imageio.Image, bytes | None, Subject, Any]:
+def read_case(
+    case: Case, series: str | None = None
+) -> tuple[imageio.Image, bytes | None, Subject, DicomCine | None]:
     """The cine of ``case``, for a NIfTI file its bytes (what an MLflow model is sent), what the input
     says about the patient and the timing (DICOM headers, or an ACDC Info.cfg beside the cine), and for a
     DICOM input the :class:`~pipeline.data.dicom.DicomCine` (its files are the SEG's source images)."""
@@ -320,7 +325,7 @@ def read_case(case: Case, series: str | None = None) -> tuple[imageio.Image, byt
 
 def write_outputs(out: Path, stem: str, labels_nifti: bytes, result: Readout, title: str = "",
                   report: dict[str, Any] | None = None, page: str | None = None, labels: np.ndarray | None = None,
-                  source: Any = None, algorithm: str = "deunet") -> dict[str, Path]:  # fmt: skip
+                  source: DicomCine | None = None, algorithm: str = "deunet") -> dict[str, Path]:  # fmt: skip
     """Write the result files of one cine into ``out`` (the report and its page too when given); returns
     them by kind. For a DICOM input (``source``, a :class:`~pipeline.data.dicom.DicomCine`, and the
     ``(T, Z, Y, X)`` ``labels``) with ED and ES found, also the DICOM SEG of each (:func:`write_dicom_seg`)."""
@@ -352,7 +357,7 @@ def write_outputs(out: Path, stem: str, labels_nifti: bytes, result: Readout, ti
     return files
 
 
-def write_dicom_seg(out: Path, stem: str, source: Any, labels: np.ndarray, result: Readout,
+def write_dicom_seg(out: Path, stem: str, source: DicomCine, labels: np.ndarray, result: Readout,
                     algorithm: str = "deunet") -> dict[str, Path]:  # fmt: skip
     """``<stem>_seg_ED.dcm`` and ``<stem>_seg_ES.dcm``: the ED and ES labels as DICOM Segmentations of the
     DICOM images they were predicted on (:mod:`pipeline.data.dicom_seg`); none when ED/ES are undefined
@@ -496,16 +501,16 @@ def _run_one(predictor: Predictor, case: Case, out: Path, series: str | None, cl
     report = clinical_report(result, subject, n_frames)
     report["quality"] = case_quality(labels, result).as_record()
     page = report_html(case.name, report, image.array, labels, result.curves)
-    seg = {"labels": labels, "source": source, "algorithm": algorithm_name(getattr(predictor, "models", ()))}
+
+    def write(folder: Path) -> None:
+        write_outputs(folder, case.name, labels_nifti, result, title=case.path.name, report=report, page=page,
+                      labels=labels, source=source, algorithm=algorithm_name(predictor.models))  # fmt: skip
+
     if own_folder:
         with atomic_directory(out) as tmp:
-            write_outputs(
-                tmp, case.name, labels_nifti, result, title=case.path.name, report=report, page=page, **seg
-            )
+            write(tmp)
     else:
-        write_outputs(
-            out, case.name, labels_nifti, result, title=case.path.name, report=report, page=page, **seg
-        )
+        write(out)
     clock.lap("write")
     return result, n_frames, report
 

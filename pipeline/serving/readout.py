@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from pipeline.evaluation.clinical import CLINICAL_KEYS, clinical_indices, phases_from_curves, volume_curves
-from pipeline.evaluation.quality import estimated_dice
+from pipeline.evaluation.quality import phase_consistency
 
 if TYPE_CHECKING:
     from pipeline.inference.predict import Segmenter
@@ -65,11 +65,7 @@ def segmented_readout(segmenter: Segmenter, cine: np.ndarray, labels: np.ndarray
     ED and ES frames (one frame's for a single frame): their probabilities are computed again (two frames
     of the cine's, so a few per cent of the segmentation's cost) and compared with their labels."""
     result = readout(labels, spacing)
-    phases = {"ED": result.ed_frame, "ES": result.es_frame} if result.status == "ok" else {"ED": 0}
-    probabilities = segmenter.probabilities(
-        cine if cine.ndim == 4 else cine[None], list(phases.values()), spacing
-    )
-    labels = labels if labels.ndim == 4 else labels[None]
-    consistency = {phase: round(estimated_dice(p, labels[frame]), 4)
-                   for (phase, frame), p in zip(phases.items(), probabilities, strict=True)}  # fmt: skip
-    return replace(result, consistency=consistency)
+    frames = {"ED": result.ed_frame, "ES": result.es_frame} if result.status == "ok" else {"ED": 0}
+    cine, labels = (cine if cine.ndim == 4 else cine[None]), (labels if labels.ndim == 4 else labels[None])
+    by_phase = {phase: labels[frame] for phase, frame in frames.items()}
+    return replace(result, consistency=phase_consistency(segmenter, cine, frames, by_phase, spacing))
