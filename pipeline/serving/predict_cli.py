@@ -104,7 +104,7 @@ REPORT_COLUMNS = (("bsa_m2", "body", "bsa_m2"), ("heart_rate_bpm", "heart_rate",
                   ("RV_EDV_per_m2", "RV", "EDV_ml_per_m2"), ("RV_ESV_per_m2", "RV", "ESV_ml_per_m2"),
                   ("MYO_mass_per_m2", "myocardium", "mass_g_per_m2"))  # fmt: skip
 SUMMARY_COLUMNS = ("case", "input", "status", "qc_ok", "qc_score", "qc_flags", "ed_frame", "es_frame", *CLINICAL_KEYS,
-                   *(c for c, _, _ in REPORT_COLUMNS), "seconds", "error")  # fmt: skip
+                   *(c for c, _, _ in REPORT_COLUMNS), "outside_reference", "seconds", "error")  # fmt: skip
 
 
 def input_stem(path: Path) -> str:
@@ -431,6 +431,10 @@ def summary_row(case: Case, seconds: float, result: Readout | None = None, error
         for column, part, key in REPORT_COLUMNS:
             value = report[part][key]
             row[column] = "" if value is None else value
+        if "reference" in report:
+            row["outside_reference"] = ";".join(
+                f"{k}:{report['reference']['indices'][k]['status']}" for k in report["reference"]["outside"]
+            )
         if "quality" in report:
             row.update(qc_columns(report["quality"]))
     return row

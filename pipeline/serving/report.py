@@ -9,6 +9,8 @@ report looks for, with where every number came from.
   ms), else the frames' TriggerTime spacing times their number (retrospective gating: the frames span one
   R-R interval), each named.
 - Which frames were taken as ED and ES and by which rule (:func:`pipeline.evaluation.clinical.phases_from_curves`).
+- LV and RV volumes, the LV EF and the indexed LV mass against published adult reference ranges, sex-specific where the input
+  gives the sex (:mod:`pipeline.evaluation.reference_ranges`, sources cited in the report).
 
 A value that cannot be known (no height, no timing, a NIfTI without a sidecar) is null, with the reason
 beside it; it is never an error and never a made-up number.
@@ -25,6 +27,7 @@ import numpy as np
 
 from pipeline.evaluation.clinical import ED_FIRST_TOLERANCE, MYOCARDIAL_DENSITY_G_PER_ML
 from pipeline.evaluation.quality import Quality, assess
+from pipeline.evaluation.reference_ranges import mark_report
 from pipeline.serving.readout import Readout
 
 PHASE_METHOD = (
@@ -130,7 +133,7 @@ def clinical_report(result: Readout, subject: Subject, n_frames: int) -> dict[st
                             "EF_pct": _number(ix[f"{side}_EF"]), "EDV_ml_per_m2": indexed(edv),
                             "ESV_ml_per_m2": indexed(esv), "SV_ml_per_m2": indexed(sv)}  # fmt: skip
     rate, rate_source = _heart_rate(subject, n_frames)
-    return {
+    report: dict[str, Any] = {
         "status": result.status,
         "phases": {
             "frames": n_frames,
@@ -163,6 +166,8 @@ def clinical_report(result: Readout, subject: Subject, n_frames: int) -> dict[st
         },
         "subject": asdict(subject),
     }
+    report["reference"] = mark_report(report, subject.sex)
+    return report
 
 
 def case_quality(labels: np.ndarray, result: Readout) -> Quality:

@@ -115,7 +115,7 @@ STYLE = """body{font-family:system-ui,sans-serif;margin:24px;color:#111;max-widt
 h1{font-size:22px}h2{font-size:17px;margin-top:28px}table{border-collapse:collapse}
 td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f3f3f3}td.l,th.l{text-align:left}
 .qc{padding:10px 14px;border-radius:6px;font-weight:600}.ok{background:#e3f6e5;color:#145a1e}
-.flagged{background:#fde2e0;color:#8a1810}.note{color:#555;font-size:13px}
+.flagged{background:#fde2e0;color:#8a1810}td.out{background:#fff1c2;font-weight:600}.note{color:#555;font-size:13px}
 .slices{display:grid;grid-template-columns:max-content max-content max-content;gap:8px;align-items:center}
 .slices img{image-rendering:pixelated;border:1px solid #ddd}"""
 
@@ -131,12 +131,32 @@ def report_html(name: str, report: Mapping[str, Any], image: np.ndarray, labels:
     qc = report.get("quality") or {}
     verdict = ("ok: no quality-control flag" if qc.get("ok") else
                "FLAGGED: " + ", ".join(qc.get("flags", [])) + " (check this segmentation before using its numbers)")  # fmt: skip
-    rows = []
-    for side in ("LV", "RV"):
-        v = report[side]
-        rows.append(f'<tr><th class="l">{side}</th><td>{_value(v["EDV_ml"])}</td><td>{_value(v["ESV_ml"])}</td>'
-                    f'<td>{_value(v["SV_ml"])}</td><td>{_value(v["EF_pct"])}</td><td>{_value(v["EDV_ml_per_m2"])}</td>'
-                    f'<td>{_value(v["ESV_ml_per_m2"])}</td><td>{_value(v["SV_ml_per_m2"])}</td></tr>')  # fmt: skip
+    reference = report.get("reference") or {"indices": {}, "outside": [], "sources": {}}
+
+    def cell(side: str, key: str) -> str:
+        marking = reference["indices"].get(f"{side}_{key}", {})
+        value, status = _value(report[side][key]), marking.get("status")
+        if status in ("low", "high"):
+            low, high = marking["range"]
+            arrow = "&darr;" if status == "low" else "&uarr;"
+            return (f'<td class="out" id="{side}_{key}" title="{status}: reference {low}-{high}">'
+                    f"{value} {arrow}</td>")  # fmt: skip
+        return f'<td id="{side}_{key}">{value}</td>'
+
+    keys = ("EDV_ml", "ESV_ml", "SV_ml", "EF_pct", "EDV_ml_per_m2", "ESV_ml_per_m2", "SV_ml_per_m2")
+    rows = [
+        f'<tr><th class="l">{side}</th>' + "".join(cell(side, k) for k in keys) + "</tr>"
+        for side in ("LV", "RV")
+    ]
+    outside = ", ".join(
+        f"{k.replace('_', ' ', 1)} {reference['indices'][k]['status']} (reference "
+        f"{reference['indices'][k]['range'][0]}-{reference['indices'][k]['range'][1]}, {reference['indices'][k]['sex']})"
+        for k in reference["outside"]
+    )
+    ranges_note = (f"<p id='reference'>Outside the adult reference range: <b>{html.escape(outside or 'none')}</b>. "
+                   f"Ranges ({html.escape(str(reference.get('method', '')))}; sex {html.escape(str(reference.get('sex', '')))}): "
+                   + "; ".join(html.escape(c) for c in reference["sources"].values())
+                   + f". {html.escape(str(reference.get('not_assessed', '')))}.</p>")  # fmt: skip
     body, rate, myo = report["body"], report["heart_rate"], report["myocardium"]
     window = tuple(np.percentile(image, (1, 99)).tolist())
     tiles = ['<div class="l"></div><div><b>ED</b> (frame ' + str(ed) + ")</div><div><b>ES</b> "
@@ -160,6 +180,7 @@ def report_html(name: str, report: Mapping[str, Any], image: np.ndarray, labels:
 <h2>Ventricles</h2>
 <table id="ventricles"><tr><th class="l"></th><th>EDV (ml)</th><th>ESV (ml)</th><th>SV (ml)</th><th>EF (%)</th>
 <th>EDV (ml/m&sup2;)</th><th>ESV (ml/m&sup2;)</th><th>SV (ml/m&sup2;)</th></tr>{"".join(rows)}</table>
+{ranges_note}
 <p>LV myocardial mass at ED: <b id="mass">{_value(myo["mass_g"], "g")}</b> ({_value(myo["mass_g_per_m2"], "g/m&sup2;")}; {myo["density_g_per_ml"]} g/ml).</p>
 <p>Body surface area: <b id="bsa">{_value(body["bsa_m2"], "m&sup2;")}</b> {html.escape("(" + body["bsa_formula"] + ", height " + str(body["height_cm"]) + " cm, weight " + str(body["weight_kg"]) + " kg, from " + str(body["source"]) + ")" if body["bsa_m2"] else "(" + str(body["reason"]) + ")")}.</p>
 <p>Heart rate: <b id="hr">{_value(rate["bpm"], "bpm")}</b> ({html.escape(str(rate["source"] or rate["reason"]))}).</p>

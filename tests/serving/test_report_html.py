@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -82,7 +83,10 @@ def test_chromium_shows_the_report(predicted: Path, tmp_path: Path) -> None:
     lv = report["LV"]
     for key in ("EDV_ml", "ESV_ml", "EF_pct"):
         if lv[key] is not None:
-            assert f"<td>{lv[key]}</td>" in dom, key
+            status = report["reference"]["indices"].get(f"LV_{key}", {}).get("status")
+            arrow = {"low": " ↓", "high": " ↑"}.get(status, "")
+            assert re.search(f'id="LV_{key}"[^>]*>{re.escape(str(lv[key]) + arrow)}</td>', dom), key
+    assert "Outside the adult reference range" in dom and "Hudsmith" in dom  # the ranges and their source
     assert f"{report['body']['bsa_m2']} m²" in dom  # Info.cfg: 170 cm, 70 kg
     assert dom.count("<img ") == 2 * 3 and dom.count("data:image/png;base64,") == 6  # ED and ES, 3 slices
     assert "<polyline" in dom
