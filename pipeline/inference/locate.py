@@ -8,8 +8,9 @@ heart. Rather than teach the network every framing, inference restores the one i
 1. a coarse pass slides windows of the training field of view (mm, so the same number of millimetres
    whatever the input's spacing) over the slice with half a window of overlap, on a few frames, and
    averages the foreground probability each pixel gets;
-2. the centre of the largest 3D connected foreground component places one window of the training field
-   of view, clamped inside the image;
+2. the largest 3D connected component of the LV cavity's probability, then the foreground within a
+   window around it, place one window of the training field of view, clamped inside the image
+   (:func:`heart_centre`);
 3. the normal path (every frame, test-time augmentation, post-processing) runs on that window, and the
    result is pasted back into the full grid, background outside.
 
@@ -34,6 +35,7 @@ import numpy as np
 
 from pipeline.config import from_dict
 from pipeline.errors import ConfigError, DataError
+from pipeline.vocabulary import STRUCTURES
 
 #: ``Segmenter(locate=...)``: "auto" locates the heart when the input's field of view is larger than
 #: training's by more than LOCATE_FACTOR in an axis; "off" always maps the whole slice (the old behaviour).
@@ -45,8 +47,10 @@ LOCATE_FACTOR = 1.3
 #: Frames of the coarse pass, evenly spaced over the cycle: the heart does not move between frames, so
 #: a few suffice to find it, and the pass costs a fraction of the full one.
 LOCATE_FRAMES = 2
-#: Mean foreground probability above which a pixel of the coarse map counts as heart.
+#: Mean probability above which a pixel of the coarse map counts as heart (foreground) or LV cavity.
 FOREGROUND = 0.5
+
+LV = STRUCTURES["LV"]
 
 #: A (rows, columns) window of a slice.
 Box = tuple[slice, slice]
@@ -145,24 +149,55 @@ def frames_to_locate(n_frames: int, count: int = LOCATE_FRAMES) -> list[int]:
     return sorted({int(i * n_frames // count) for i in range(min(count, n_frames))})
 
 
-def heart_centre(foreground: np.ndarray) -> tuple[float, float] | None:
-    """(y, x) centre of the largest 3D connected component of ``foreground > FOREGROUND``, or None.
+def locate_maps(probabilities: np.ndarray) -> np.ndarray:
+    """(B, C, Y, X) class probabilities -> (B, 2, Y, X): foreground (1 - background), then the LV cavity:
+    the coarse pass's maps that :func:`heart_centre` reads."""
+    return np.stack((1.0 - probabilities[:, 0], probabilities[:, LV]), axis=1)
 
-    Args:
-        foreground: (Z, Y, X) mean foreground probability (RV + MYO + LV) of the coarse pass.
 
-    The component is connected in 3D (26 neighbours, as the ``lcc`` post-processing): a false positive
-    elsewhere in the large field of view (a vessel, the stomach) is smaller than the heart through the stack.
-    """
+def _largest_component(mask: np.ndarray) -> np.ndarray | None:
+    """The largest 3D connected component (26 neighbours, as the ``lcc`` post-processing) of (Z, Y, X)
+    ``mask``, or None when it is empty."""
     from scipy import ndimage  # here, not at import: see pipeline.evaluation.metrics' _CROSS
 
-    components, n = ndimage.label(foreground > FOREGROUND, structure=np.ones((3, 3, 3), bool))
+    components, n = ndimage.label(mask, structure=np.ones((3, 3, 3), bool))
     if n == 0:
         return None
     sizes = np.bincount(components.ravel())
     sizes[0] = 0
-    _, ys, xs = np.nonzero(components == int(np.argmax(sizes)))
+    return components == int(np.argmax(sizes))
+
+
+def _centre(mask: np.ndarray) -> tuple[float, float]:
+    _, ys, xs = np.nonzero(mask)
     return float(ys.mean()), float(xs.mean())
+
+
+def heart_centre(maps: np.ndarray, window: tuple[int, int]) -> tuple[float, float] | None:
+    """(y, x) centre of the heart in the coarse pass's maps, or None when it found nothing.
+
+    Args:
+        maps: (Z, 2, Y, X) mean probabilities of the coarse pass: foreground (RV + MYO + LV), then LV.
+        window: (h, w) pixels of the training field of view: the window that will be placed.
+
+    The LV cavity anchors the search: the largest 3D connected component of ``LV > FOREGROUND`` (a bright
+    disc ringed by myocardium through the stack, which nothing else in a chest mimics for long), then the
+    centre of the foreground within one ``window`` around it, so the window frames the LV, myocardium and
+    RV together. Without any LV, the largest 3D foreground component. The foreground alone was the rule
+    before: its false positives at the edges of a large field of view (body wall, arms; basal and apical
+    slices) join through the stack into a component larger than the heart, which placed the window in a
+    corner on 20 of 158 acdc-fullfov volumes (docs/benchmarks.md).
+    """
+    foreground = maps[:, 0] > FOREGROUND
+    lv = _largest_component(maps[:, 1] > FOREGROUND)
+    if lv is None:
+        largest = _largest_component(foreground)
+        return None if largest is None else _centre(largest)
+    shape = (int(maps.shape[-2]), int(maps.shape[-1]))
+    ys, xs = centred_box(_centre(lv), window, shape)
+    around = np.zeros_like(foreground)
+    around[:, ys, xs] = foreground[:, ys, xs]
+    return _centre(around | lv)
 
 
 def paste(part: np.ndarray, box: Box, shape: tuple[int, int], background: np.ndarray) -> np.ndarray:

@@ -35,7 +35,15 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.errors import RequestError
-from pipeline.inference.locate import Box, centred_box, frames_to_locate, heart_centre, paste, sliding_boxes
+from pipeline.inference.locate import (
+    LV,
+    Box,
+    centred_box,
+    frames_to_locate,
+    heart_centre,
+    paste,
+    sliding_boxes,
+)
 from pipeline.inference.tta import AXES, views
 from pipeline.preprocessing.clips import clip_frames
 from pipeline.preprocessing.geometry import Geometry
@@ -204,28 +212,29 @@ def _slices(seg: Segmenter, cine: torch.Tensor, frames: Sequence[int], spacing_y
     return out.reshape(len(frames), z, *out.shape[1:])
 
 
-def _foreground(p: torch.Tensor) -> torch.Tensor:
-    return 1.0 - p[:, 0]
+def _locate_maps(p: torch.Tensor) -> torch.Tensor:
+    """:func:`pipeline.inference.locate.locate_maps` of a tensor."""
+    return torch.stack((1.0 - p[:, 0], p[:, LV]), dim=1)
 
 
 def heart_window(seg: Segmenter, cine: torch.Tensor, spacing: Sequence[float] | None) -> Box | None:
     """Segmenter.heart_window of a (T, Z, Y, X) float32 tensor: the coarse pass on the device, the
-    (Z, Y, X) foreground map to the host for :func:`heart_centre` (scipy)."""
+    (Z, 2, Y, X) foreground and LV maps to the host for :func:`heart_centre` (scipy)."""
     t, z, y, x = cine.shape
     located = seg.locate_window((y, x), spacing)
     if located is None:
         return None
     window, spacing_yx = located
     frames = frames_to_locate(t)
-    total = torch.zeros((z, y, x), dtype=torch.float32, device=cine.device)
+    total = torch.zeros((z, 2, y, x), dtype=torch.float32, device=cine.device)
     count = torch.zeros((y, x), dtype=torch.float32, device=cine.device)
     for ys, xs in sliding_boxes((y, x), window):
-        foreground = _slices(
-            seg, cine[..., ys, xs], frames, spacing_yx, _foreground, "none", stats_from_clips=True
+        maps = _slices(
+            seg, cine[..., ys, xs], frames, spacing_yx, _locate_maps, "none", stats_from_clips=True
         )
-        total[:, ys, xs] += foreground.mean(0)
+        total[..., ys, xs] += maps.mean(0)
         count[ys, xs] += 1.0
-    centre = heart_centre((total / count).cpu().numpy())
+    centre = heart_centre((total / count).cpu().numpy(), window)
     return centred_box(centre or ((y - 1) / 2, (x - 1) / 2), window, (y, x))
 
 

@@ -17,7 +17,7 @@ from torch import nn
 from benchmarks.fov_demo import TEST, score, train
 from pipeline.data.phantom import PhantomConfig
 from pipeline.errors import ConfigError, DataError
-from pipeline.inference.locate import View, checkpoint_view, window_starts
+from pipeline.inference.locate import View, checkpoint_view, heart_centre, locate_maps, window_starts
 from pipeline.inference.predict import Segmenter
 
 torch.set_num_threads(1)
@@ -144,3 +144,23 @@ def test_sliding_windows_cover_the_slice_with_half_a_window_of_overlap() -> None
             starts = window_starts(n, w)
             assert starts[0] == 0 and starts[-1] + min(w, n) == n  # the first at 0, the last at the end
             assert all(0 < b - a <= (w + 1) // 2 for a, b in itertools.pairwise(starts))
+
+
+def test_the_lv_anchors_the_heart_not_the_largest_foreground() -> None:
+    """A false-positive foreground larger than the heart (a corner of body wall through the stack) no longer
+    takes the window: the LV component does, and the window centres on the foreground around it."""
+    maps = np.zeros((6, 2, 120, 130), np.float32)
+    maps[:, 0, 0:40, 0:60] = 0.9  # the corner: 6 x 40 x 60 px of "foreground", no LV
+    maps[1:5, 0, 70:100, 80:115] = 0.9  # the heart: RV + MYO + LV ...
+    maps[1:5, 1, 75:95, 95:112] = 0.9  # ... with its LV cavity on the right
+    y, x = heart_centre(maps, (51, 51))
+    assert (y, x) == (pytest.approx(84.5), pytest.approx(97.0))  # the heart's foreground centre
+    no_lv = maps.copy()
+    no_lv[:, 1] = 0.0
+    assert heart_centre(no_lv, (51, 51)) == (
+        pytest.approx(19.5),
+        pytest.approx(29.5),
+    )  # the largest component
+    assert heart_centre(np.zeros_like(maps), (51, 51)) is None
+    probs = np.random.default_rng(0).dirichlet(np.ones(4), size=(3, 8, 9)).transpose(0, 3, 1, 2)
+    np.testing.assert_allclose(locate_maps(probs), np.stack((1 - probs[:, 0], probs[:, 3]), axis=1))
