@@ -8,7 +8,7 @@ first; TTA flips, lcc_fill), so the split is the cross-validation's. Per volume 
 ASSD against the experts; how many slices beyond the reference's base and apex hold a predicted ventricle
 (LV or RV), the base being the end of the reference's labelled slices with the larger ventricular area;
 and the quality-control verdict, so one sees whether QC flags the basal failures. Printed and written to
-data/bench/fullfov_eval/<tag>-<model>.json.
+data/bench/fullfov_eval/<tag>-<model>.json, the labels to data/bench/fullfov_eval/<tag>-<model>/.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import nibabel as nib
@@ -41,13 +42,15 @@ def beyond_reference(pred: np.ndarray, ref: np.ndarray) -> tuple[int, int]:
     return (before, after) if base_first else (after, before)
 
 
-def volumes(tag: str, model: str, tta: str, folds: list[int] | None = None,
-            limit: int | None = None) -> list[dict[str, Any]]:  # fmt: skip
+def volumes(tag: str, model: str, tta: str, folds: list[int] | None = None, limit: int | None = None,
+            save: Path | None = None) -> list[dict[str, Any]]:  # fmt: skip
+    """One row per validation volume; with ``save``, each volume's predicted and reference labels go there
+    as ``<patient>_<phase>.npz`` (for looking at the failures)."""
     from pipeline.data.acdc import parse_info_cfg
     from pipeline.data.imageio import spacing_zyx, to_memory
     from pipeline.evaluation.clinical import clinical_indices
     from pipeline.evaluation.metrics import evaluate_case
-    from pipeline.evaluation.quality import assess, estimated_dice
+    from pipeline.evaluation.quality import assess, basal_slice, estimated_dice
     from pipeline.inference.predict import Segmenter, postprocess_volume
     from pipeline.splitting.folds import read_split
 
@@ -63,7 +66,7 @@ def volumes(tag: str, model: str, tta: str, folds: list[int] | None = None,
         for pid in val:
             folder = FULLFOV / pid
             info = parse_info_cfg(folder / "Info.cfg")
-            labels, refs, consistency, spacing = {}, {}, {}, (1.0, 1.0, 1.0)
+            labels, refs, consistency, slice_estimates, spacing = {}, {}, {}, {}, (1.0, 1.0, 1.0)
             for phase in ("ED", "ES"):
                 stem = folder / f"{pid}_frame{info.frame(phase):02d}"
                 img = nib.load(f"{stem}.nii.gz")
@@ -73,13 +76,22 @@ def volumes(tag: str, model: str, tta: str, folds: list[int] | None = None,
                 probs = seg.probabilities(volume[None], [0], spacing)[0]
                 labels[phase] = postprocess_volume(probs.argmax(1).astype(np.uint8), "lcc_fill")
                 consistency[phase] = estimated_dice(probs, labels[phase])
+                slice_estimates[phase] = [round(estimated_dice(probs[z : z + 1], labels[phase][z : z + 1]), 4)
+                                          for z in range(len(probs))]  # fmt: skip
+                base = basal_slice(labels[phase])
+                if base is not None:
+                    consistency[f"{phase}_basal"] = slice_estimates[phase][base]
+                if save is not None:
+                    save.mkdir(parents=True, exist_ok=True)
+                    np.savez_compressed(save / f"{pid}_{phase}.npz", labels=labels[phase], ref=refs[phase])
             quality = assess(labels, clinical_indices(labels["ED"], labels["ES"], spacing), None, consistency)
             for phase in ("ED", "ES"):
                 m = evaluate_case(labels[phase], refs[phase], spacing)
                 above, below = beyond_reference(labels[phase], refs[phase])
                 rows.append({"patient": pid, "fold": fold, "phase": phase, "slices": int(refs[phase].shape[0]),
                              "shape": list(refs[phase].shape[1:]), "metrics": m, "above_base": above,
-                             "below_apex": below, "qc_score": quality.phase_scores[phase],
+                             "below_apex": below, "slice_estimated_dice": slice_estimates[phase],
+                             "qc_score": quality.phase_scores[phase], "qc_measures": quality.measures[phase],
                              "qc_flags": quality.phase_flags(phase)})  # fmt: skip
         print(f"fold {fold}: {len(val)} patients in {time.perf_counter() - start:.0f} s", flush=True)
     return rows
@@ -118,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    rows = volumes(args.tag, args.model, args.tta, args.folds, args.limit)
+    rows = volumes(args.tag, args.model, args.tta, args.folds, args.limit, OUT / f"{args.tag}-{args.model}")
     summary = summarise(rows)
     OUT.mkdir(parents=True, exist_ok=True)
     path = OUT / f"{args.tag}-{args.model}.json"

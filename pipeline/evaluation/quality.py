@@ -13,6 +13,10 @@ anatomy, per phase (in-plane on each slice, then over the volume):
     fragmented       slices where a structure falls into several pieces (>= 2)
     slice_gap        a structure present on slices that are not contiguous from base to apex (>= 1 gap)
     missing          LV, myocardium or RV absent from the whole volume
+    basal_slice      the basal end of the ventricles (the end slice of the LV/RV stack with the larger
+                     ventricular area) holds RV without LV, or the model's estimate of its Dice on that
+                     slice alone is below 0.65: the signs of an atrium or outflow tract labelled as a
+                     ventricle on a slice above the base
 consistency, per phase (when the class probabilities behind the labels are given):
     uncertain        the model's own estimate of its Dice (:func:`estimated_dice`: the soft Dice of the
                      probabilities, averaged over TTA views and ensemble members, against the labels drawn
@@ -48,8 +52,9 @@ LV, MYO, RV = STRUCTURES["LV"], STRUCTURES["MYO"], STRUCTURES["RV"]
 THRESHOLDS = {"lv_open": 0.3, "lv_without_myo": 1, "rv_detached": 0.34, "fragmented": 2, "slice_gap": 1}
 WEIGHTS = {"lv_open": 1.0, "lv_without_myo": 1.0, "rv_detached": 1.0, "fragmented": 0.5, "slice_gap": 1.0,
            "missing": 2.0, "edv_not_above_esv": 2.0, "ef_implausible": 1.0, "curve_irregular": 0.5,
-           "rv_lv_ratio": 0.5, "mass_implausible": 0.5, "uncertain": 1.0}  # fmt: skip
+           "rv_lv_ratio": 0.5, "mass_implausible": 0.5, "uncertain": 1.0, "basal_slice": 1.0}  # fmt: skip
 UNCERTAIN_BELOW = 0.85  # estimated Dice under which a phase is flagged "uncertain"
+BASAL_UNCERTAIN_BELOW = 0.65  # estimated Dice of the basal slice alone under which "basal_slice" is raised
 CONSISTENCY_WEIGHT = 10.0  # score points per unit of (1 - estimated Dice): 0.05 below 1 is half a flag
 
 
@@ -106,6 +111,17 @@ def _components_2d(mask: np.ndarray) -> int:
     return int(ndimage.label(mask)[1])
 
 
+def basal_slice(labels: np.ndarray) -> int | None:
+    """The basal end of the ventricles in (Z, Y, X) ``labels``: of the first and last slices holding LV or
+    RV, the one with the larger LV + RV area (the ventricles narrow towards the apex); None without any."""
+    area = np.isin(labels, (LV, RV)).sum(axis=(1, 2))
+    present = np.flatnonzero(area)
+    if not present.size:
+        return None
+    first, last = int(present[0]), int(present[-1])
+    return first if area[first] >= area[last] else last
+
+
 def phase_measures(labels: np.ndarray) -> dict[str, Any]:
     """The anatomy measures of one (Z, Y, X) label volume (0 bg, 1 RV, 2 MYO, 3 LV)."""
     from scipy import ndimage
@@ -133,8 +149,10 @@ def phase_measures(labels: np.ndarray) -> dict[str, Any]:
         if present.size:
             gaps += int(np.sum(np.diff(present) > 1))
     missing = [name for name, m3 in (("LV", lv), ("MYO", myo), ("RV", rv)) if not m3.any()]
+    base = basal_slice(labels)
+    basal_rv_only = base is not None and bool(rv[base].any() and not lv[base].any())
     return {"lv_open": round(lv_open, 4), "lv_without_myo": lv_without_myo, "rv_detached": round(rv_detached, 4),
-            "fragmented": int(fragmented), "slice_gap": gaps, "missing": missing}  # fmt: skip
+            "fragmented": int(fragmented), "slice_gap": gaps, "missing": missing, "basal_rv_only": basal_rv_only}  # fmt: skip
 
 
 def estimated_dice(probabilities: np.ndarray, labels: np.ndarray) -> float:
@@ -163,9 +181,16 @@ def phase_consistency(segmenter: Any, cine: np.ndarray, frames: Mapping[str, int
                       spacing: Sequence[float] | None) -> dict[str, float]:  # fmt: skip
     """:func:`estimated_dice` of each phase: ``segmenter`` (a pipeline.inference.predict.Segmenter) computes
     the probabilities of the (T, Z, Y, X) ``cine``'s ``frames`` {phase: frame} again, and each is compared
-    with that phase's (Z, Y, X) ``labels``; for :func:`assess`'s ``consistency``."""
+    with that phase's (Z, Y, X) ``labels``; for :func:`assess`'s ``consistency``. ``<phase>_basal``: the
+    same estimate on the phase's :func:`basal_slice` alone."""
     probabilities = segmenter.probabilities(cine, list(frames.values()), spacing=spacing)
-    return {phase: estimated_dice(p, labels[phase]) for phase, p in zip(frames, probabilities, strict=True)}
+    out = {}
+    for phase, p in zip(frames, probabilities, strict=True):
+        out[phase] = estimated_dice(p, labels[phase])
+        base = basal_slice(labels[phase])
+        if base is not None:
+            out[f"{phase}_basal"] = estimated_dice(p[base : base + 1], labels[phase][base : base + 1])
+    return out
 
 
 def _phase_flags(measures: Mapping[str, Any]) -> list[str]:
@@ -176,6 +201,8 @@ def _phase_flags(measures: Mapping[str, Any]) -> list[str]:
         flags.append("missing")
     if measures.get("estimated_dice", 1.0) < UNCERTAIN_BELOW:
         flags.append("uncertain")
+    if measures["basal_rv_only"] or measures.get("basal_estimated_dice", 1.0) < BASAL_UNCERTAIN_BELOW:
+        flags.append("basal_slice")
     return flags
 
 
@@ -227,7 +254,7 @@ def assess(phases: Mapping[str, np.ndarray], indices: Mapping[str, float] | None
            consistency: Mapping[str, float] | None = None) -> Quality:  # fmt: skip
     """QC of a case: ``phases`` {"ED": (Z, Y, X), "ES": ...} labels, the read-out's indices and LV curve,
     and per phase the :func:`estimated_dice` of the probabilities behind the labels (``consistency``;
-    phases it lacks are judged without it).
+    phases it lacks are judged without it; ``<phase>_basal``: that of the basal slice alone).
 
     Per-phase flags are named ``<flag>@<phase>`` (``lv_open@ES``); the per-phase measures are kept under
     the phase's name.
@@ -239,6 +266,8 @@ def assess(phases: Mapping[str, np.ndarray], indices: Mapping[str, float] | None
         m = phase_measures(labels)
         if consistency is not None and phase in consistency:
             m["estimated_dice"] = round(float(consistency[phase]), 4)
+        if consistency is not None and f"{phase}_basal" in consistency:
+            m["basal_estimated_dice"] = round(float(consistency[f"{phase}_basal"]), 4)
         measures[phase] = m
         raised = _phase_flags(m)
         flags += [f"{f}@{phase}" for f in raised]

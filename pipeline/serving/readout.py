@@ -32,7 +32,8 @@ class Readout:
         indices: LV/RV EDV, ESV (ml), EF (%) and MYO_mass (g); NaN where undefined.
         status: ``"ok"``, ``"single_frame"`` (3D input: no cycle, so no ED/ES) or ``"no_lv"``
             (no LV voxel in any frame).
-        consistency: ``{"ED": ..., "ES": ...}`` the model's estimate of its own Dice on those frames
+        consistency: ``{"ED": ..., "ES": ...}`` the model's estimate of its own Dice on those frames (and
+            ``"ED_basal"``, ``"ES_basal"``: on their basal slice alone)
             (pipeline.evaluation.quality.estimated_dice, from the probabilities averaged over TTA views and
             ensemble members); empty when the probabilities were not at hand (labels read from a file).
     """

@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 
 from pipeline.evaluation.clinical import clinical_indices, volume_curves
-from pipeline.evaluation.quality import assess, auroc, estimated_dice, phase_measures, physiology_flags
+from pipeline.evaluation.quality import (
+    assess,
+    auroc,
+    basal_slice,
+    estimated_dice,
+    phase_measures,
+    physiology_flags,
+)
 from pipeline.vocabulary import STRUCTURES
 
 LV, MYO, RV = STRUCTURES["LV"], STRUCTURES["MYO"], STRUCTURES["RV"]
@@ -153,3 +160,21 @@ def test_uncertain_phases_are_flagged_and_score_higher() -> None:
     assert unsure.flags == ("uncertain@ES",)
     assert unsure.phase_scores["ES"] > sure.phase_scores["ES"] > sure.phase_scores["ED"] - 1e-9
     assert unsure.phase_scores["ED"] == sure.phase_scores["ED"]
+
+
+def test_a_ventricle_above_the_base_raises_basal_slice() -> None:
+    """An atrium labelled RV on a slice beyond the base (RV without LV at the basal end), or a basal slice
+    the model itself doubts, raises ``basal_slice``; the clean heart does not."""
+    record = make_record(t=10)
+    clean = record.cine_labels[0]
+    assert basal_slice(clean) == 0 and not phase_measures(clean)["basal_rv_only"]
+    above = clean.copy()
+    yy, xx = np.mgrid[:96, :96]
+    above[0] = 0
+    above[0][np.hypot(yy - 48, xx - 48) < 40] = RV  # a large "ventricle" with no LV, at the wide end
+    assert basal_slice(above) == 0 and phase_measures(above)["basal_rv_only"]
+    assert assess({"ED": above}).flags == ("basal_slice@ED",)
+    assert assess({"ED": clean}, consistency={"ED": 0.95, "ED_basal": 0.9}).ok
+    doubted = assess({"ED": clean}, consistency={"ED": 0.95, "ED_basal": 0.5})
+    assert doubted.flags == ("basal_slice@ED",) and doubted.measures["ED"]["basal_estimated_dice"] == 0.5
+    assert basal_slice(np.zeros((3, 4, 4), np.uint8)) is None
