@@ -8,7 +8,7 @@ heart. Rather than teach the network every framing, inference restores the one i
 1. a coarse pass slides windows of the training field of view (mm, so the same number of millimetres
    whatever the input's spacing) over the slice with half a window of overlap, on a few frames, and
    averages the foreground probability each pixel gets;
-2. the largest 3D connected component of the LV cavity's probability, then the foreground within a
+2. the 3D connected component of the LV cavity best ringed by myocardium, then the foreground within a
    window around it, place one window of the training field of view, clamped inside the image
    (:func:`heart_centre`);
 3. the normal path (every frame, test-time augmentation, post-processing) runs on that window, and the
@@ -50,7 +50,9 @@ LOCATE_FRAMES = 2
 #: Mean probability above which a pixel of the coarse map counts as heart (foreground) or LV cavity.
 FOREGROUND = 0.5
 
-LV = STRUCTURES["LV"]
+LV, MYO = STRUCTURES["LV"], STRUCTURES["MYO"]
+_CUBE = np.ones((3, 3, 3), bool)  # 26-connectivity in 3D
+_DISC = np.ones((1, 5, 5), bool)  # 2 pixels around, in-plane
 
 #: A (rows, columns) window of a slice.
 Box = tuple[slice, slice]
@@ -150,9 +152,9 @@ def frames_to_locate(n_frames: int, count: int = LOCATE_FRAMES) -> list[int]:
 
 
 def locate_maps(probabilities: np.ndarray) -> np.ndarray:
-    """(B, C, Y, X) class probabilities -> (B, 2, Y, X): foreground (1 - background), then the LV cavity:
-    the coarse pass's maps that :func:`heart_centre` reads."""
-    return np.stack((1.0 - probabilities[:, 0], probabilities[:, LV]), axis=1)
+    """(B, C, Y, X) class probabilities -> (B, 3, Y, X): foreground (1 - background), the myocardium and
+    the LV cavity: the coarse pass's maps that :func:`heart_centre` reads."""
+    return np.stack((1.0 - probabilities[:, 0], probabilities[:, MYO], probabilities[:, LV]), axis=1)
 
 
 def _largest_component(mask: np.ndarray) -> np.ndarray | None:
@@ -160,12 +162,35 @@ def _largest_component(mask: np.ndarray) -> np.ndarray | None:
     ``mask``, or None when it is empty."""
     from scipy import ndimage  # here, not at import: see pipeline.evaluation.metrics' _CROSS
 
-    components, n = ndimage.label(mask, structure=np.ones((3, 3, 3), bool))
+    components, n = ndimage.label(mask, structure=_CUBE)
     if n == 0:
         return None
     sizes = np.bincount(components.ravel())
     sizes[0] = 0
     return components == int(np.argmax(sizes))
+
+
+def _ringed_lv(lv: np.ndarray, myo: np.ndarray) -> np.ndarray | None:
+    """Of the 3D connected components of (Z, Y, X) ``lv``, the one best ringed by ``myo``: the most ring
+    pixels (2 px around it, in-plane) that are myocardium, times the share of its ring they make; None
+    without any component."""
+    from scipy import ndimage
+
+    components, _ = ndimage.label(lv, structure=_CUBE)
+    best, best_score = None, -1.0
+    for i, box in enumerate(ndimage.find_objects(components), start=1):
+        box = (box[0], *(slice(max(b.start - 2, 0), b.stop + 2) for b in box[1:]))
+        own = components[box] == i
+        ring = ndimage.binary_dilation(own, structure=_DISC) & ~own
+        ringed = float((ring & myo[box]).sum())
+        score = ringed * ringed / max(float(ring.sum()), 1.0)
+        if score > best_score:
+            best, best_score = (box, own), score
+    if best is None:
+        return None
+    out = np.zeros_like(lv)
+    out[best[0]] = best[1]
+    return out
 
 
 def _centre(mask: np.ndarray) -> tuple[float, float]:
@@ -177,19 +202,22 @@ def heart_centre(maps: np.ndarray, window: tuple[int, int]) -> tuple[float, floa
     """(y, x) centre of the heart in the coarse pass's maps, or None when it found nothing.
 
     Args:
-        maps: (Z, 2, Y, X) mean probabilities of the coarse pass: foreground (RV + MYO + LV), then LV.
+        maps: (Z, 3, Y, X) mean probabilities of the coarse pass (:func:`locate_maps`): foreground
+            (RV + MYO + LV), myocardium, LV cavity.
         window: (h, w) pixels of the training field of view: the window that will be placed.
 
-    The LV cavity anchors the search: the largest 3D connected component of ``LV > FOREGROUND`` (a bright
-    disc ringed by myocardium through the stack, which nothing else in a chest mimics for long), then the
-    centre of the foreground within one ``window`` around it, so the window frames the LV, myocardium and
-    RV together. Without any LV, the largest 3D foreground component. The foreground alone was the rule
-    before: its false positives at the edges of a large field of view (body wall, arms; basal and apical
-    slices) join through the stack into a component larger than the heart, which placed the window in a
-    corner on 20 of 158 acdc-fullfov volumes (docs/benchmarks.md).
+    The LV cavity ringed by myocardium anchors the search: of the 3D connected components of
+    ``LV > FOREGROUND``, the one with the most myocardium (``MYO > FOREGROUND``) in a 2-pixel ring around it,
+    weighted by the share of the ring that is myocardium (a cavity enclosed through the stack, which
+    nothing else in a chest mimics for long); then the centre of the foreground within one ``window``
+    around it, so the window frames the LV, myocardium and RV together. Without any LV, the largest 3D
+    foreground component. The foreground alone was the rule before: its false positives at the edges of a
+    large field of view (body wall, arms; basal and apical slices) join through the stack into a component
+    larger than the heart, which placed the window in a corner on 20 of 158 acdc-fullfov volumes
+    (docs/benchmarks.md).
     """
     foreground = maps[:, 0] > FOREGROUND
-    lv = _largest_component(maps[:, 1] > FOREGROUND)
+    lv = _ringed_lv(maps[:, 2] > FOREGROUND, maps[:, 1] > FOREGROUND)
     if lv is None:
         largest = _largest_component(foreground)
         return None if largest is None else _centre(largest)

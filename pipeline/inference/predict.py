@@ -295,7 +295,7 @@ class Segmenter:
         spans more than LOCATE_FACTOR x the training field of view. The coarse pass runs training-sized
         windows with half a window of overlap on LOCATE_FRAMES frames, without test-time augmentation (a
         centre needs no such precision), through the per-window path of the final one; pixels covered by
-        several windows average their foreground and LV probabilities (:func:`heart_centre`). With no foreground anywhere the image
+        several windows average their foreground, MYO and LV probabilities (:func:`heart_centre`). With no foreground anywhere the image
         centre is taken: a centred window of the training field of view is what a heart-centred
         acquisition shows.
         """
@@ -309,7 +309,7 @@ class Segmenter:
             return None
         window, spacing_yx = located
         frames = frames_to_locate(t)
-        total, count = np.zeros((z, 2, y, x), np.float32), np.zeros((y, x), np.float32)
+        total, count = np.zeros((z, 3, y, x), np.float32), np.zeros((y, x), np.float32)
         for ys, xs in sliding_boxes((y, x), window):
             maps = self._slices(cine[..., ys, xs], frames, spacing_yx, locate_maps,
                                 lambda c: self._average(c, "none"), stats_from_clips=True)  # fmt: skip

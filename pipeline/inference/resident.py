@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from pipeline.errors import RequestError
 from pipeline.inference.locate import (
     LV,
+    MYO,
     Box,
     centred_box,
     frames_to_locate,
@@ -214,19 +215,19 @@ def _slices(seg: Segmenter, cine: torch.Tensor, frames: Sequence[int], spacing_y
 
 def _locate_maps(p: torch.Tensor) -> torch.Tensor:
     """:func:`pipeline.inference.locate.locate_maps` of a tensor."""
-    return torch.stack((1.0 - p[:, 0], p[:, LV]), dim=1)
+    return torch.stack((1.0 - p[:, 0], p[:, MYO], p[:, LV]), dim=1)
 
 
 def heart_window(seg: Segmenter, cine: torch.Tensor, spacing: Sequence[float] | None) -> Box | None:
     """Segmenter.heart_window of a (T, Z, Y, X) float32 tensor: the coarse pass on the device, the
-    (Z, 2, Y, X) foreground and LV maps to the host for :func:`heart_centre` (scipy)."""
+    (Z, 3, Y, X) foreground, MYO and LV maps to the host for :func:`heart_centre` (scipy)."""
     t, z, y, x = cine.shape
     located = seg.locate_window((y, x), spacing)
     if located is None:
         return None
     window, spacing_yx = located
     frames = frames_to_locate(t)
-    total = torch.zeros((z, 2, y, x), dtype=torch.float32, device=cine.device)
+    total = torch.zeros((z, 3, y, x), dtype=torch.float32, device=cine.device)
     count = torch.zeros((y, x), dtype=torch.float32, device=cine.device)
     for ys, xs in sliding_boxes((y, x), window):
         maps = _slices(

@@ -146,21 +146,28 @@ def test_sliding_windows_cover_the_slice_with_half_a_window_of_overlap() -> None
             assert all(0 < b - a <= (w + 1) // 2 for a, b in itertools.pairwise(starts))
 
 
-def test_the_lv_anchors_the_heart_not_the_largest_foreground() -> None:
-    """A false-positive foreground larger than the heart (a corner of body wall through the stack) no longer
-    takes the window: the LV component does, and the window centres on the foreground around it."""
-    maps = np.zeros((6, 2, 120, 130), np.float32)
+def test_the_ringed_lv_anchors_the_heart_not_the_largest_foreground() -> None:
+    """A false-positive foreground larger than the heart (a corner of body wall through the stack) and a
+    bigger "LV" with no myocardium around it (a vessel) do not take the window: the LV cavity ringed by
+    myocardium does, and the window centres on the foreground around it."""
+    yy, xx = np.mgrid[:120, :130]
+    d = np.hypot(yy - 85, xx - 100)
+    maps = np.zeros((6, 3, 120, 130), np.float32)
     maps[:, 0, 0:40, 0:60] = 0.9  # the corner: 6 x 40 x 60 px of "foreground", no LV
-    maps[1:5, 0, 70:100, 80:115] = 0.9  # the heart: RV + MYO + LV ...
-    maps[1:5, 1, 75:95, 95:112] = 0.9  # ... with its LV cavity on the right
+    maps[:, 2, 5:35, 80:120] = maps[:, 0, 5:35, 80:120] = 0.9  # an unringed "LV", larger than the heart's
+    maps[1:5, 0, 70:100, 70:115] = 0.9  # the heart: RV + MYO + LV ...
+    maps[1:5, 1, (d >= 8) & (d < 12)] = 0.9  # ... a myocardial ring ...
+    maps[1:5, 2, d < 8] = 0.9  # ... around the LV cavity on the right
     y, x = heart_centre(maps, (51, 51))
-    assert (y, x) == (pytest.approx(84.5), pytest.approx(97.0))  # the heart's foreground centre
+    assert (y, x) == (pytest.approx(84.5), pytest.approx(94.5))  # the foreground within 51 px around the LV
     no_lv = maps.copy()
-    no_lv[:, 1] = 0.0
+    no_lv[:, 2] = 0.0
     assert heart_centre(no_lv, (51, 51)) == (
         pytest.approx(19.5),
         pytest.approx(29.5),
     )  # the largest component
     assert heart_centre(np.zeros_like(maps), (51, 51)) is None
     probs = np.random.default_rng(0).dirichlet(np.ones(4), size=(3, 8, 9)).transpose(0, 3, 1, 2)
-    np.testing.assert_allclose(locate_maps(probs), np.stack((1 - probs[:, 0], probs[:, 3]), axis=1))
+    np.testing.assert_allclose(
+        locate_maps(probs), np.stack((1 - probs[:, 0], probs[:, 2], probs[:, 3]), axis=1)
+    )
