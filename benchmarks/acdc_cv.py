@@ -125,11 +125,13 @@ def train_one(params: dict[str, Any], model: str, fold: int, tag: str) -> dict[s
 
 
 def evaluate_one(params: dict[str, Any], model: str, fold: int, tag: str, tta_modes: list[str],
-                 members: list[str] | None = None) -> Path:  # fmt: skip
+                 members: list[str] | None = None, data: Path | None = None) -> Path:  # fmt: skip
     """Score one fold's published model on its own validation patients: every TTA mode x post-processing.
 
     With ``members`` (tags of runs of the same model and fold, e.g. other seeds), score their ensemble
     instead, written under ``tag``: what averaging models is worth, measured without leaking patients.
+    ``data``: score on this ACDC-layout folder's copies of the validation patients rather than the data
+    the runs trained on (e.g. models trained on every slice, scored on acdc-roi's crops).
     """
     import torch
 
@@ -149,7 +151,7 @@ def evaluate_one(params: dict[str, Any], model: str, fold: int, tag: str, tta_mo
     run_params = yaml.safe_load((sources[0] / "params.yaml").read_text())
     store_dir = ROOT / timing["store"]  # relative to the repo, or absolute
     spec = read_split(store_dir / "folds.json")["folds"][fold]
-    raw = (ROOT / run_params["download"]["local_path"]).resolve()
+    raw = (data or ROOT / run_params["download"]["local_path"]).resolve()
     torch.set_num_threads(max(int(run_params["train"].get("threads") or 1), 1))
     out: dict[str, Any] = {"model": model, "fold": fold, "tag": tag, "val": spec["val"], "tta": {}}
     for tta in tta_modes:
@@ -299,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--folds", type=int, nargs="+", required=True)
     e.add_argument("--tta", nargs="+", default=["none", "flips"])
     e.add_argument("--members", nargs="+", default=None, help="score the ensemble of these tags' runs")
+    e.add_argument("--data", type=Path, default=None, help="score on this ACDC-layout folder's patients")
     a = sub.add_parser("run", parents=[common])
     a.add_argument("--models", nargs="+", default=["deunet", "unet"])
     a.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
@@ -316,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
         train_one(params, args.model, args.fold, args.tag)
     elif args.cmd == "evaluate":
         for fold in args.folds:
-            evaluate_one(params, args.model, fold, args.tag, args.tta, args.members)
+            evaluate_one(params, args.model, fold, args.tag, args.tta, args.members, args.data)
     elif args.cmd == "run":
         print(run_all(args, params))
     else:
