@@ -1,6 +1,7 @@
 """The cross-validated models on whole real volumes: acdc-fullfov's ED/ES frames, every slice, full field of view.
 
     python -m benchmarks.fullfov_eval --tag phase40 --model unet          # acdc_cv's trained folds
+    python -m benchmarks.fullfov_eval --tag shipped:acdc-unet             # the shipped model, every patient
 
 Each fold's published model (trained on acdc-roi's heart crops) segments its own validation patients' ED and
 ES volumes of ../shared/data/acdc-fullfov as they come from the scanner (locate auto: the heart is found
@@ -42,6 +43,25 @@ def beyond_reference(pred: np.ndarray, ref: np.ndarray) -> tuple[int, int]:
     return (before, after) if base_first else (after, before)
 
 
+def _runs(tag: str, model: str, folds: list[int] | None) -> list[tuple[int, list[str], list[Path]]]:
+    """(fold, validation patients, model files) of each finished fold of ``tag``; for ``shipped:NAME``
+    one run, fold -1: that shipped model (its ONNX export) on every patient of acdc-fullfov."""
+    from pipeline.inference.pretrained import is_shipped, shipped_model
+    from pipeline.splitting.folds import read_split
+
+    if is_shipped(tag):
+        patients = sorted(d.name for d in FULLFOV.iterdir() if (d / "Info.cfg").is_file())
+        return [(-1, patients, shipped_model(tag).files("onnx"))]
+    runs = []
+    for work in sorted(t.parent for t in (WORK / tag / model).glob("fold*/timing.json")):  # finished folds
+        fold = int(work.name.removeprefix("fold"))
+        if folds is None or fold in folds:
+            timing = json.loads((work / "timing.json").read_text())
+            val = read_split(ROOT / timing["store"] / "folds.json")["folds"][fold]["val"]
+            runs.append((fold, val, [work / timing["model_file"]]))
+    return runs
+
+
 def volumes(tag: str, model: str, tta: str, folds: list[int] | None = None, limit: int | None = None,
             save: Path | None = None) -> list[dict[str, Any]]:  # fmt: skip
     """One row per validation volume; with ``save``, each volume's predicted and reference labels go there
@@ -52,16 +72,11 @@ def volumes(tag: str, model: str, tta: str, folds: list[int] | None = None, limi
     from pipeline.evaluation.metrics import evaluate_case
     from pipeline.evaluation.quality import assess, basal_slice, estimated_dice
     from pipeline.inference.predict import Segmenter, postprocess_volume
-    from pipeline.splitting.folds import read_split
 
     rows = []
-    for work in sorted(t.parent for t in (WORK / tag / model).glob("fold*/timing.json")):  # finished folds
-        fold = int(work.name.removeprefix("fold"))
-        if folds is not None and fold not in folds:
-            continue
-        timing = json.loads((work / "timing.json").read_text())
-        val = read_split(ROOT / timing["store"] / "folds.json")["folds"][fold]["val"][:limit]
-        seg = Segmenter.from_files([work / timing["model_file"]], tta=tta)
+    for fold, val, files in _runs(tag, model, folds):
+        val = val[:limit]
+        seg = Segmenter.from_files(files, tta=tta)
         start = time.perf_counter()
         for pid in val:
             folder = FULLFOV / pid
@@ -130,10 +145,17 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    rows = volumes(args.tag, args.model, args.tta, args.folds, args.limit, OUT / f"{args.tag}-{args.model}")
+    rows = volumes(
+        args.tag,
+        args.model,
+        args.tta,
+        args.folds,
+        args.limit,
+        OUT / f"{args.tag.replace(':', '-')}-{args.model}",
+    )
     summary = summarise(rows)
     OUT.mkdir(parents=True, exist_ok=True)
-    path = OUT / f"{args.tag}-{args.model}.json"
+    path = OUT / f"{args.tag.replace(':', '-')}-{args.model}.json"
     path.write_text(json.dumps({"summary": summary, "volumes": rows}, indent=1) + "\n")
     for key, value in summary.items():
         print(f"{key}: {value}")
