@@ -70,7 +70,7 @@ def volumes(tag: str, model: str, tta: str, folds: list[int] | None = None, limi
     from pipeline.data.imageio import spacing_zyx, to_memory
     from pipeline.evaluation.clinical import clinical_indices
     from pipeline.evaluation.metrics import evaluate_case
-    from pipeline.evaluation.quality import assess, basal_slice, estimated_dice
+    from pipeline.evaluation.quality import assess, estimated_dice, volume_consistency
     from pipeline.inference.predict import Segmenter, postprocess_volume
 
     rows = []
@@ -90,12 +90,11 @@ def volumes(tag: str, model: str, tta: str, folds: list[int] | None = None, limi
                 refs[phase] = to_memory(np.asarray(nib.load(f"{stem}_gt.nii.gz").dataobj, dtype=np.uint8))
                 probs = seg.probabilities(volume[None], [0], spacing)[0]
                 labels[phase] = postprocess_volume(probs.argmax(1).astype(np.uint8), "lcc_fill")
-                consistency[phase] = estimated_dice(probs, labels[phase])
+                consistency.update(
+                    {phase + k: v for k, v in volume_consistency(probs, labels[phase]).items()}
+                )
                 slice_estimates[phase] = [round(estimated_dice(probs[z : z + 1], labels[phase][z : z + 1]), 4)
                                           for z in range(len(probs))]  # fmt: skip
-                base = basal_slice(labels[phase])
-                if base is not None:
-                    consistency[f"{phase}_basal"] = slice_estimates[phase][base]
                 if save is not None:
                     save.mkdir(parents=True, exist_ok=True)
                     np.savez_compressed(save / f"{pid}_{phase}.npz", labels=labels[phase], ref=refs[phase])

@@ -2,6 +2,7 @@
 
     python -m benchmarks.qc_validation --tag phase40 --model unet         # acdc_cv's trained folds
     python -m benchmarks.qc_validation --tag ship --model unet --tta flips --threads 2
+    python -m benchmarks.qc_validation --tag phase40 --model unet --rescore   # the stored volumes, judged again
 
 Each fold's published model segments its own validation patients' whole cines (as evaluate does: TTA,
 lcc_fill), pipeline.evaluation.quality judges each ED and ES volume, and the truth judges it too. Per
@@ -57,7 +58,9 @@ def volumes(tag: str, model: str, tta: str) -> tuple[list[dict[str, Any]], list[
         for r in results:
             assert r.quality is not None
             patients.append({"patient": r.patient, "pred": {k: r.clinical_pred[k] for k in AGREEMENT_KEYS},
-                             "ref": {k: r.clinical_ref[k] for k in AGREEMENT_KEYS}})  # fmt: skip
+                             "ref": {k: r.clinical_ref[k] for k in AGREEMENT_KEYS},
+                             "indices": r.clinical_pred,  # what QC's physiology judges, for --rescore
+                             "lv_curve": None if r.curves_pred is None else r.curves_pred["LV"]})  # fmt: skip
             flags = r.quality["flags"]
             for case in r.cases["lcc_fill"]:
                 phase, m = case["phase"], case["metrics"]
@@ -66,8 +69,25 @@ def volumes(tag: str, model: str, tta: str) -> tuple[list[dict[str, Any]], list[
                              "hd": float(np.mean([m[s]["hd"] if np.isfinite(m[s]["hd"]) else np.inf for s in m])),
                              "score": r.quality["phase_scores"][phase],
                              "estimated_dice": r.quality["measures"][phase].get("estimated_dice", float("nan")),
+                             "measures": r.quality["measures"][phase],
                              "flags": [f for f in flags if "@" not in f or f.endswith(f"@{phase}")]})  # fmt: skip
     return rows, patients
+
+
+def rescore(rows: list[dict[str, Any]], patients: list[dict[str, Any]]) -> None:
+    """Judge every stored volume again (pipeline.evaluation.quality.judge) under the current thresholds,
+    from the measures, indices and LV curve the predictions gave: no segmentation is run again."""
+    from pipeline.evaluation.quality import judge
+
+    by_patient = {p["patient"]: p for p in patients}
+    phases: dict[str, dict[str, dict[str, Any]]] = {}
+    for r in rows:
+        phases.setdefault(r["patient"], {})[r["phase"]] = r["measures"]
+    for r in rows:
+        p = by_patient[r["patient"]]
+        quality = judge(phases[r["patient"]], p["indices"], p["lv_curve"])
+        r["score"] = quality.phase_scores[r["phase"]]
+        r["flags"] = quality.phase_flags(r["phase"])
 
 
 def clinical_agreement(patients: list[dict[str, Any]]) -> dict[str, Any]:
@@ -89,7 +109,7 @@ def clinical_agreement(patients: list[dict[str, Any]]) -> dict[str, Any]:
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     from scipy.stats import spearmanr
 
-    from pipeline.evaluation.quality import auroc
+    from pipeline.evaluation.quality import CONSISTENCY_MEASURES, auroc
 
     dice = np.array([r["dice"] for r in rows])
     hd = np.array([r["hd"] for r in rows])
@@ -99,6 +119,12 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     worst = dice < 0.80
     rho = spearmanr(score, dice).statistic
     estimated = np.array([r["estimated_dice"] for r in rows])
+    alone = {}  # each consistency measure on its own (lower: worse)
+    for name in CONSISTENCY_MEASURES.values():  # a measure a volume lacks (no ventricle): nothing doubted
+        values = np.array([r["measures"].get(name, 1.0) for r in rows], dtype=np.float64)
+        if np.isfinite(values).all():
+            alone[name] = {"spearman_vs_dice": round(float(spearmanr(values, dice).statistic), 3),
+                           "auroc_bad": round(auroc(-values, bad), 3)}  # fmt: skip
     counts: dict[str, int] = {}
     for r in rows:
         for f in r["flags"]:
@@ -107,6 +133,7 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "spearman_score_vs_dice": round(float(rho), 3), "auroc_bad": round(auroc(score, bad), 3),
             "estimated_dice_alone": {"spearman_vs_dice": round(float(spearmanr(estimated, dice).statistic), 3),
                                      "auroc_bad": round(auroc(-estimated, bad), 3)},
+            "consistency_alone": alone,
             "flagged_of_dice_below_0.80": f"{int((flagged & worst).sum())} of {int(worst.sum())}",
             "flagged_of_good": f"{int((flagged & ~bad).sum())} of {int((~bad).sum())}",
             "flagged_of_bad": f"{int((flagged & bad).sum())} of {int(bad.sum())}",
@@ -121,15 +148,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="unet")
     p.add_argument("--tta", default="flips")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--rescore", action="store_true",
+                   help="judge the volumes stored by an earlier run again under the current thresholds")  # fmt: skip
     args = p.parse_args(argv)
-    import torch
+    path = OUT / f"{args.tag}-{args.model}.json"
+    if args.rescore:
+        stored = json.loads(path.read_text())
+        rows, patients = stored["volumes"], stored["patients"]
+        rescore(rows, patients)
+        path = path.with_name(f"{path.stem}-rescored.json")
+    else:
+        import torch
 
-    torch.set_num_threads(args.threads)
-    rows, patients = volumes(args.tag, args.model, args.tta)
+        torch.set_num_threads(args.threads)
+        rows, patients = volumes(args.tag, args.model, args.tta)
     summary = summarise(rows)
     summary["clinical_agreement"] = clinical_agreement(patients)
     OUT.mkdir(parents=True, exist_ok=True)
-    path = OUT / f"{args.tag}-{args.model}.json"
     path.write_text(json.dumps({"summary": summary, "volumes": rows, "patients": patients}, indent=1) + "\n")
     for key, value in summary.items():
         print(f"{key}: {value}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from pipeline.evaluation import quality
 from pipeline.evaluation.clinical import clinical_indices, volume_curves
 from pipeline.evaluation.quality import (
     assess,
@@ -91,7 +92,7 @@ def test_physiology_flags() -> None:
             "MYO_mass": 120.0}  # fmt: skip
     curve = [150, 140, 110, 80, 60, 70, 100, 130, 145, 150]
     assert physiology_flags(good, curve)[0] == []
-    bad = {**good, "LV_ESV": 160.0, "LV_EF": -6.7, "RV_EDV": 500.0, "MYO_mass": 10.0}
+    bad = {**good, "LV_ESV": 160.0, "LV_EF": -6.7, "RV_EDV": 700.0, "MYO_mass": 10.0}
     two_dips = [150, 140, 100, 60, 100, 140, 150, 150, 140, 100, 60, 100, 140, 150, 150, 150]
     flags, measures = physiology_flags(bad, two_dips)
     assert set(flags) == {
@@ -101,7 +102,7 @@ def test_physiology_flags() -> None:
         "rv_lv_ratio",
         "mass_implausible",
     }
-    assert measures["lv_curve_minima"] == 2 and measures["rv_lv_edv_ratio"] == pytest.approx(3.333, abs=1e-3)
+    assert measures["lv_curve_minima"] == 2 and measures["rv_lv_edv_ratio"] == pytest.approx(4.667, abs=1e-3)
     # NaN indices (no LV) flag nothing by themselves
     assert physiology_flags(dict.fromkeys(good, float("nan")), None)[0] == []
 
@@ -178,3 +179,27 @@ def test_a_ventricle_above_the_base_raises_basal_slice() -> None:
     doubted = assess({"ED": clean}, consistency={"ED": 0.95, "ED_basal": 0.5})
     assert doubted.flags == ("basal_slice@ED",) and doubted.measures["ED"]["basal_estimated_dice"] == 0.5
     assert basal_slice(np.zeros((3, 4, 4), np.uint8)) is None
+
+
+def test_an_rv_in_two_pieces_and_an_open_apical_tip_raise_no_flag(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The RV crescent split in two on some slices (as at the base and apex) is recorded, not flagged; an
+    apical LV tip far smaller than the cavity's largest slice is not judged for being open."""
+    labels = make_record(t=10).cine_labels[0].copy()
+    yy, xx = np.mgrid[:96, :96] * 1.5  # mm, as Heart draws
+    for z in (2, 3):  # a background band cuts the RV crescent on two slices
+        labels[z][(labels[z] == RV) & (np.abs(yy - 72) < 4)] = 0
+    d = np.hypot(yy - 72, xx - 72)
+    tip = np.zeros((96, 96), np.uint8)
+    tip[(d >= 4.5) & (d < 9) & (xx < 75)] = MYO  # a ring open on one side around a ~28-pixel cavity
+    tip[d < 4.5] = LV
+    labels[7] = tip
+    m = phase_measures(labels)
+    assert m["fragmented_by"]["RV"] == 2 and m["fragmented"] == 0
+    assert m["lv_open"] == 0.0  # the tip (28 px, 3 % of the largest cavity) is not judged
+    assert assess({"ED": labels}).ok
+    with monkeypatch.context() as patch:  # judged like the other slices, the tip is open
+        patch.setattr(quality, "LV_OPEN_MIN_AREA", 0.0)
+        assert phase_measures(labels)["lv_open"] > quality.THRESHOLDS["lv_open"]
+    opened = labels.copy()
+    opened[4][(opened[4] == MYO) & (xx > 72)] = 0  # the same opening on a full-size slice is flagged
+    assert "lv_open@ED" in assess({"ED": opened}).flags
