@@ -5,8 +5,8 @@
                                                                               # validation patients (its own model)
     python -m benchmarks.phase_detection score                                # each rule against Info.cfg
 
-``collect`` segments every frame of each validation patient with its fold's published model (TTA none,
-lcc_fill, as predict does by default) and writes the LV, RV and MYO volume curves with Info.cfg's ED and
+``collect`` segments every frame of each validation patient with its fold's published model (lcc_fill;
+TTA none unless ``--tta`` names one, e.g. the shipped models' flips) and writes the LV, RV and MYO volume curves with Info.cfg's ED and
 ES to ``data/bench/phase_detection/<tag>-<model>.json``. ``score`` applies each rule of
 :data:`pipeline.evaluation.clinical.PHASE_RULES` and counts the cines whose ED, ES and both are within one
 frame of Info.cfg, the distance measured around the cycle (a cine covers one cycle: its last frame is next
@@ -51,11 +51,11 @@ def es_with_image(lv: np.ndarray, change: np.ndarray) -> int:
     return int(np.argmax(fall + change / max(float(change.max()), 1e-9)))
 
 
-def collect(tag: str, model: str, folds: list[int]) -> Path:
+def collect(tag: str, model: str, folds: list[int], tta: str = "none") -> Path:
     import yaml
 
     from pipeline.data.acdc import read_patient
-    from pipeline.evaluation.clinical import volume_curves
+    from pipeline.evaluation.clinical import STRUCTURES, volume_curves
     from pipeline.inference.predict import Segmenter
     from pipeline.splitting.folds import read_split
 
@@ -66,16 +66,21 @@ def collect(tag: str, model: str, folds: list[int]) -> Path:
         params = yaml.safe_load((work / "params.yaml").read_text())
         raw = (ROOT / params["download"]["local_path"]).resolve()
         spec = read_split(ROOT / timing["store"] / "folds.json")["folds"][fold]
-        seg = Segmenter.from_files([work / timing["model_file"]], tta="none", postprocess="lcc_fill")
+        seg = Segmenter.from_files([work / timing["model_file"]], tta=tta, postprocess="lcc_fill")
         for pid in spec["val"]:
             rec = read_patient(raw / pid, with_cine_labels=False)
-            curves = volume_curves(seg.predict(rec.cine, spacing=rec.spacing), rec.spacing)
+            labels = seg.predict(rec.cine, spacing=rec.spacing)
+            curves = volume_curves(labels, rec.spacing)
+            per_slice = {
+                f"{k}_slices": (labels == v).sum(axis=(2, 3)).tolist() for k, v in STRUCTURES.items()
+            }
             cases[pid] = {"fold": fold, "n_frames": rec.n_frames, "ed": rec.frame_index("ED"),
                           "es": rec.frame_index("ES"), **{k: v.round(3).tolist() for k, v in curves.items()},
+                          **per_slice,  # (T, Z) voxels of each structure on each slice
                           "image_change": image_change(rec.cine).round(5).tolist()}  # fmt: skip
             print(f"fold {fold} {pid}: {rec.n_frames} frames", flush=True)
     OUT.mkdir(parents=True, exist_ok=True)
-    path = OUT / f"{tag}-{model}.json"
+    path = OUT / (f"{tag}-{model}.json" if tta == "none" else f"{tag}-{model}-{tta}.json")
     if path.is_file():  # folds collected earlier (as their trainings finished) stay
         earlier = json.loads(path.read_text())
         cases = {**earlier["cases"], **cases}
@@ -125,11 +130,17 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--tag", default="phase40")
     c.add_argument("--model", default="unet")
     c.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    c.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    c.add_argument("--tta", default="none", help="the TTA of the segmentation (the shipped models: flips)")
     s = sub.add_parser("score", help="each ED/ES rule against Info.cfg")
     s.add_argument("--curves", type=Path, default=OUT / "phase40-unet.json")
     args = p.parse_args(argv)
     if args.cmd == "collect":
-        print(collect(args.tag, args.model, args.folds))
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
+        print(collect(args.tag, args.model, args.folds, args.tta))
         return 0
     result = score(args.curves)
     print(f"{result['cines']} cines, {result['curves']}; within one frame of Info.cfg (around the cycle):")

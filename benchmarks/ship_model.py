@@ -146,9 +146,11 @@ def main(argv: list[str] | None = None) -> int:
         command = (f"python -m benchmarks.acdc_cv run --tag {cv_tag} --models {args.model} --folds 0 1 2 3 4 "
                    f"--tta {args.tta} --set train.model={args.model}")  # fmt: skip
     precision = "bf16 autocast" if _native_bf16() else "fp32 (this CPU has no native bf16)"
+    threads = recipe["train"].get("threads") or 2
     trained_on = (f"trained on all 79 patients with `python -m benchmarks.acdc_cv train --model {args.model} --fold -1 "
-                  f"--tag {args.tag} --set train.model={args.model} --set train.threads=2`, {timing['epochs']} epochs, "
-                  f"{timing['wall_s'] / 60:.0f} min on 2 CPU cores, {precision}")  # fmt: skip
+                  f"--tag {args.tag} --set train.model={args.model} --set train.threads={threads}`, "
+                  f"{timing['epochs']} epochs, {timing['wall_s'] / 60:.0f} min on {threads} CPU "
+                  f"thread{'s' if threads > 1 else ''}, {precision}")  # fmt: skip
     summary = args.summary or (f"{ARCHITECTURES.get(args.model, args.model)} trained on the 79 acdc-roi patients; "
                                f"research use only")  # fmt: skip
     shipped = pretrained.package(
