@@ -58,6 +58,10 @@ def card(name: str, model: str, recipe: dict[str, Any], cv: dict[str, Any], cv_c
     fold_tta = "" if "per_fold" in cv else " (TTA dihedral, lcc_fill)"
     folds = "\n".join(f"| {f} | {v['mean_dice']:.4f} | {v['mean_hd_mm']:.2f} |" for f, v in per_fold.items())
     source = f"\n\nSource: {cv['source']}." if cv.get("source") else ""
+    others = "".join(f"\n\nWith TTA `{mode}` instead: mean Dice {cv[mode]['mean_dice']:.4f}, HD {cv[mode]['mean_hd_mm']:.2f} mm, "
+                     f"ASSD {cv[mode]['mean_assd_mm']:.2f} mm, RV ES Dice {cv[mode]['rv_es_dice']:.3f} "
+                     f"(`deunet predict --tta {mode}`)."
+                     for mode in ("flips", "dihedral") if mode != cv["tta"] and mode in cv)  # fmt: skip
     return f"""# {name}: {ARCHITECTURES.get(model, model)} for LV, myocardium and RV in short-axis cine MRI
 
 **Research use only: not for clinical decisions.** It is not a medical device and was not validated for
@@ -93,7 +97,7 @@ own validation patients, at ED and ES, in 3D at the original resolution. Pooled 
 
 | mean Dice | mean HD (mm) | mean ASSD (mm) | RV ES Dice |
 |---|---|---|---|
-| {cv["mean_dice"]:.4f} | {cv["mean_hd_mm"]:.2f} | {cv["mean_assd_mm"]:.2f} | {cv["rv_es_dice"]:.4f} |
+| {cv["mean_dice"]:.4f} | {cv["mean_hd_mm"]:.2f} | {cv["mean_assd_mm"]:.2f} | {cv["rv_es_dice"]:.4f} |{others}
 
 | fold{fold_tta} | mean Dice | mean HD (mm) |
 |---|---|---|

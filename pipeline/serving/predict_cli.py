@@ -121,6 +121,19 @@ def is_checkpoint(model: str) -> bool:
     return ":/" not in model or Path(model).is_file()
 
 
+def shipped_settings(models: Sequence[str], tta: str | None, postprocess: str | None) -> tuple[str, str]:
+    """The TTA and post-processing to predict with: those given, else the shipped model's own (its manifest's
+    settings, when ``models`` is one shipped model), else the defaults."""
+    settings: dict[str, str] = {}
+    if len(models) == 1:
+        from pipeline.inference.pretrained import is_shipped, shipped_model
+
+        if is_shipped(models[0]):
+            settings = shipped_model(models[0]).manifest.get("settings") or {}
+    return (tta or settings.get("tta") or DEFAULT_TTA,
+            postprocess or settings.get("postprocess") or DEFAULT_POSTPROCESS)  # fmt: skip
+
+
 def shipped_files(models: Sequence[str], device: str = "auto") -> list[str]:
     """``--model`` with each ``shipped:NAME`` replaced by that shipped model's files (checksums checked):
     its ONNX exports on the CPU (no torch needed), its checkpoints for a GPU device."""
@@ -462,10 +475,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--series", default=None,
                         help="DICOM: the SeriesInstanceUID or SeriesNumber of the cine, when a study has several")  # fmt: skip
     parser.add_argument("--device", default="auto", help="auto (CUDA when visible), cpu or cuda[:N]")
-    parser.add_argument("--tta", default=DEFAULT_TTA, choices=TTA_MODES,
-                        help=f"test-time augmentation for checkpoints (default {DEFAULT_TTA})")  # fmt: skip
-    parser.add_argument("--postprocess", default=DEFAULT_POSTPROCESS, choices=POSTPROCESS_MODES,
-                        help=f"post-processing for checkpoints (default {DEFAULT_POSTPROCESS})")  # fmt: skip
+    parser.add_argument("--tta", default=None, choices=TTA_MODES,
+                        help=f"test-time augmentation (default: a shipped model's own setting, else {DEFAULT_TTA})")  # fmt: skip
+    parser.add_argument("--postprocess", default=None, choices=POSTPROCESS_MODES,
+                        help=f"post-processing (default: a shipped model's own setting, else {DEFAULT_POSTPROCESS})")  # fmt: skip
     parser.add_argument("--locate", default="auto", choices=LOCATE_MODES,
                         help="auto: a field of view much larger than training's is searched for the heart and "
                              "cropped to training's framing first; off: the whole slice (checkpoints)")  # fmt: skip
@@ -550,6 +563,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.model = [PREFIX + shipped.name]
             print(f"no --model: using the shipped model {shipped.name} ({shipped.manifest['summary']}; "
                   f"`deunet models` lists the others)", file=sys.stderr)  # fmt: skip
+        args.tta, args.postprocess = shipped_settings(args.model, args.tta, args.postprocess)
         predictor = Predictor(
             shipped_files(args.model, args.device),
             args.device,

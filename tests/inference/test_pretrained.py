@@ -42,7 +42,8 @@ def shipped_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pretrained.package("tiny-unet", ckpts[:2], root, summary="a tiny U-Net pair", card="# Tiny\n",
                        default=True, settings={"tta": "flips", "postprocess": "lcc_fill"},
                        cross_validation={"mean_dice": 0.5, "mean_hd_mm": 20.0})  # fmt: skip
-    pretrained.package("tiny-deunet", ckpts[2:], root, summary="a tiny DeU-Net", card="# Tiny DeU-Net\n")
+    pretrained.package("tiny-deunet", ckpts[2:], root, summary="a tiny DeU-Net", card="# Tiny DeU-Net\n",
+                       settings={"tta": "dihedral", "postprocess": "raw"})  # fmt: skip
     return root
 
 
@@ -97,6 +98,18 @@ def test_a_damaged_file_is_one_error_naming_it(shipped_root: Path, tmp_path: Pat
     (root / "tiny-unet" / "member0.pt").unlink()
     with pytest.raises(DataError, match=r"member0\.pt.*lacks this file"):
         model.files("torch")
+
+
+def test_predict_takes_a_shipped_models_own_settings_unless_told(shipped_root: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    monkeypatch.setattr(pretrained.shipped_model, "__defaults__", (None, shipped_root))
+    assert predict_cli.shipped_settings(["shipped:tiny-deunet"], None, None) == ("dihedral", "raw")
+    assert predict_cli.shipped_settings(["shipped:tiny-deunet"], "none", None) == ("none", "raw")
+    assert predict_cli.shipped_settings(["shipped:tiny-unet"], None, "raw") == ("flips", "raw")
+    assert predict_cli.shipped_settings(["fold0.pt"], None, None) == (
+        predict_cli.DEFAULT_TTA,
+        predict_cli.DEFAULT_POSTPROCESS,
+    )
 
 
 def test_predict_without_model_uses_the_default_shipped_model(shipped_root: Path, tmp_path: Path,
