@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             if proc.returncode != 0:
                 print(proc.stdout, proc.stderr, file=sys.stderr)
                 return 1
-        print(proc.stderr.strip().splitlines()[0])
+        print(*proc.stderr.strip().splitlines()[:1], sep="")  # "no --model: using ..." without --model
         print(proc.stdout.strip())
         stem = f"{args.patient}_4d"
         labels = np.asarray(nib.load(out / f"{stem}_labels.nii.gz").dataobj).transpose(
