@@ -198,10 +198,11 @@ def test_server_answers_like_the_local_prediction(served: Served) -> None:
     with torch_threads(1):
         local = segmented_readout(local_segmenter(served.checkpoints), record.cine, expected, record.spacing)
     phases = {"ED", "ES"} if local.status == "ok" else {"ED"}
-    assert {k for k in local.consistency if not k.endswith("_basal")} == phases
-    assert {
-        k.removesuffix("_basal") for k in local.consistency if k.endswith("_basal")
-    } <= phases  # where a ventricle is labelled
+    suffixes = ("_basal", "_slice")  # where a ventricle is labelled
+    always = {k.removesuffix("_structure") for k in local.consistency if not k.endswith(suffixes)}
+    assert always == phases
+    assert {k for k in local.consistency if k.endswith("_structure")} == {p + "_structure" for p in phases}
+    assert {k.rsplit("_", 1)[0] for k in local.consistency if k.endswith(suffixes)} <= phases
     assert all(0.0 <= v <= 1.0 for v in local.consistency.values())
     quality = case_quality(expected, local)
     assert (row["qc_ok"], row["qc_flags"].split()) == (quality.ok, list(quality.flags))
