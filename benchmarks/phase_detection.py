@@ -55,9 +55,10 @@ def collect(tag: str, model: str, folds: list[int], tta: str = "none") -> Path:
     import yaml
 
     from pipeline.data.acdc import read_patient
-    from pipeline.evaluation.clinical import STRUCTURES, volume_curves
+    from pipeline.evaluation.clinical import volume_curves
     from pipeline.inference.predict import Segmenter
     from pipeline.splitting.folds import read_split
+    from pipeline.vocabulary import STRUCTURES
 
     cases: dict[str, Any] = {}
     for fold in folds:

@@ -202,7 +202,10 @@ def structure_estimates(probabilities: np.ndarray, labels: np.ndarray) -> dict[s
 def estimated_dice(probabilities: np.ndarray, labels: np.ndarray) -> float:
     """The model's own estimate of its mean Dice over LV, MYO and RV on one volume: the mean of
     :func:`structure_estimates` (1.0 when no structure is held)."""
-    scores = structure_estimates(probabilities, labels)
+    return _mean_estimate(structure_estimates(probabilities, labels))
+
+
+def _mean_estimate(scores: Mapping[str, float]) -> float:
     return float(np.mean(list(scores.values()))) if scores else 1.0
 
 
@@ -212,8 +215,8 @@ def volume_consistency(probabilities: np.ndarray, labels: np.ndarray) -> dict[st
     :func:`estimated_dice`; ``_structure`` the lowest of its :func:`structure_estimates`; ``_basal`` the
     estimate on its :func:`basal_slice` alone; ``_slice`` the lowest estimate of one slice holding a
     ventricle."""
-    out = {"": estimated_dice(probabilities, labels),
-           "_structure": min(structure_estimates(probabilities, labels).values(), default=1.0)}  # fmt: skip
+    scores = structure_estimates(probabilities, labels)
+    out = {"": _mean_estimate(scores), "_structure": min(scores.values(), default=1.0)}
     base = basal_slice(labels)
     if base is not None:
         out["_basal"] = estimated_dice(probabilities[base : base + 1], labels[base : base + 1])
