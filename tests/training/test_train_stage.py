@@ -18,8 +18,10 @@ import yaml
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
+# An epoch takes ~50 ms here: 40 of them leave the kill seconds of room after epoch 2 (with 5, CI's run
+# once finished all its epochs between two polls).
 TRAIN = {"model": "unet", "model_args": {"base_channels": 4, "depth": 2}, "radius": 1, "folds": [0],
-         "max_epochs": 5, "batch_size": 8, "patience": 10, "seed": 3, "threads": 1}  # fmt: skip
+         "max_epochs": 40, "batch_size": 8, "patience": 40, "seed": 3, "threads": 1}  # fmt: skip
 
 
 def _stage(name: str, params: Path, *args: str | Path) -> subprocess.Popen[str]:
@@ -53,7 +55,7 @@ def test_killed_training_resumes_to_identical_weights(tiny_data: Path, tmp_path:
     proc = _stage("train", params, *_train_args(tiny_data, tmp_path / "ck", tmp_path / "out"))
     deadline = time.time() + 300
     while _last_epoch(tmp_path / "ck") < 2 and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.2)
+        time.sleep(0.01)
     assert proc.poll() is None, "training finished before it could be killed"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
