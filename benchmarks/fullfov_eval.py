@@ -8,7 +8,10 @@ ES volumes of ../shared/data/acdc-fullfov as they come from the scanner (locate 
 first; TTA flips, lcc_fill), so the split is the cross-validation's. Per volume and structure: Dice, HD and
 ASSD against the experts; how many slices beyond the reference's base and apex hold a predicted ventricle
 (LV or RV), the base being the end of the reference's labelled slices with the larger ventricular area;
-and the quality-control verdict, so one sees whether QC flags the basal failures. Printed and written to
+the quality-control verdict, so one sees whether QC flags the basal failures (and, scored as qc_validation
+scores the crops, how well its score finds the bad volumes); and per patient the clinical indices of the
+predicted ED/ES volumes against the experts' (MAE, Bland-Altman bias and limits): on whole hearts, unlike
+acdc-roi's crops of at most 7 slices, the volumes and EFs are the real ones. Printed and written to
 data/bench/fullfov_eval/<tag>-<model>.json, the labels to data/bench/fullfov_eval/<tag>-<model>/.
 """
 
@@ -25,6 +28,7 @@ import nibabel as nib
 import numpy as np
 
 from benchmarks.acdc_cv import ROOT, WORK
+from pipeline.evaluation.agreement import AGREEMENT_KEYS
 
 OUT = ROOT / "data" / "bench" / "fullfov_eval"
 FULLFOV = ROOT.parent / "shared" / "data" / "acdc-fullfov"
@@ -64,8 +68,8 @@ def _runs(tag: str, model: str, folds: list[int] | None) -> list[tuple[int, list
 
 def volumes(tag: str, model: str, tta: str, folds: list[int] | None = None, limit: int | None = None,
             save: Path | None = None) -> list[dict[str, Any]]:  # fmt: skip
-    """One row per validation volume; with ``save``, each volume's predicted and reference labels go there
-    as ``<patient>_<phase>.npz`` (for looking at the failures)."""
+    """One row per validation volume; with ``save``, each volume's predicted (post-processed and raw) and
+    reference labels go there as ``<patient>_<phase>.npz`` (for looking at the failures)."""
     from pipeline.data.acdc import parse_info_cfg
     from pipeline.data.imageio import spacing_zyx, to_memory
     from pipeline.evaluation.clinical import clinical_indices
@@ -89,7 +93,8 @@ def volumes(tag: str, model: str, tta: str, folds: list[int] | None = None, limi
                 spacing = spacing_zyx(img.header.get_zooms())
                 refs[phase] = to_memory(np.asarray(nib.load(f"{stem}_gt.nii.gz").dataobj, dtype=np.uint8))
                 probs = seg.probabilities(volume[None], [0], spacing)[0]
-                labels[phase] = postprocess_volume(probs.argmax(1).astype(np.uint8), "lcc_fill")
+                raw_labels = probs.argmax(1).astype(np.uint8)
+                labels[phase] = postprocess_volume(raw_labels, "lcc_fill")
                 consistency.update(
                     {phase + k: v for k, v in volume_consistency(probs, labels[phase]).items()}
                 )
@@ -97,8 +102,11 @@ def volumes(tag: str, model: str, tta: str, folds: list[int] | None = None, limi
                                           for z in range(len(probs))]  # fmt: skip
                 if save is not None:
                     save.mkdir(parents=True, exist_ok=True)
-                    np.savez_compressed(save / f"{pid}_{phase}.npz", labels=labels[phase], ref=refs[phase])
-            quality = assess(labels, clinical_indices(labels["ED"], labels["ES"], spacing), None, consistency)
+                    np.savez_compressed(save / f"{pid}_{phase}.npz", labels=labels[phase], ref=refs[phase],
+                                        raw=raw_labels)  # fmt: skip
+            indices = clinical_indices(labels["ED"], labels["ES"], spacing)
+            reference = clinical_indices(refs["ED"], refs["ES"], spacing)
+            quality = assess(labels, indices, None, consistency)
             for phase in ("ED", "ES"):
                 m = evaluate_case(labels[phase], refs[phase], spacing)
                 above, below = beyond_reference(labels[phase], refs[phase])
@@ -106,12 +114,33 @@ def volumes(tag: str, model: str, tta: str, folds: list[int] | None = None, limi
                              "shape": list(refs[phase].shape[1:]), "metrics": m, "above_base": above,
                              "below_apex": below, "slice_estimated_dice": slice_estimates[phase],
                              "qc_score": quality.phase_scores[phase], "qc_measures": quality.measures[phase],
-                             "qc_flags": quality.phase_flags(phase)})  # fmt: skip
+                             "qc_flags": quality.phase_flags(phase),
+                             "clinical_pred": {k: indices[k] for k in AGREEMENT_KEYS},
+                             "clinical_ref": {k: reference[k] for k in AGREEMENT_KEYS}})  # fmt: skip
         print(f"fold {fold}: {len(val)} patients in {time.perf_counter() - start:.0f} s", flush=True)
     return rows
 
 
+def quality_readout(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """How the QC score and flags separate the bad volumes (mean Dice < 0.85 or mean HD > 15 mm)."""
+    from scipy.stats import spearmanr
+
+    from pipeline.evaluation.quality import auroc
+
+    dice = np.array([np.mean([r["metrics"][s]["dice"] for s in r["metrics"]]) for r in rows])
+    hd = np.array([np.mean([r["metrics"][s]["hd"] for s in r["metrics"]]) for r in rows])
+    score = np.array([r["qc_score"] for r in rows])
+    flagged = np.array([bool(r["qc_flags"]) for r in rows])
+    bad, worst = (dice < 0.85) | ~(hd <= 15.0), dice < 0.80
+    return {"bad": int(bad.sum()), "auroc_bad": round(auroc(score, bad), 3),
+            "spearman_score_vs_dice": round(float(spearmanr(score, dice).statistic), 3),
+            "flagged_of_dice_below_0.80": f"{int((flagged & worst).sum())} of {int(worst.sum())}",
+            "flagged_of_good": f"{int((flagged & ~bad).sum())} of {int((~bad).sum())}"}  # fmt: skip
+
+
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    from pipeline.evaluation.agreement import agreement_summary
+
     def mean(key: str, structure: str, phase: str | None = None) -> float:
         values = [r["metrics"][structure][key] for r in rows if phase in (None, r["phase"])]
         finite = [v for v in values if np.isfinite(v)]
@@ -120,6 +149,7 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     table = {f"{s} {p}": {k: mean(k, s, p) for k in ("dice", "hd", "assd")}
              for p in ("ED", "ES") for s in ("LV", "MYO", "RV")}  # fmt: skip
     above = [r for r in rows if r["above_base"]]
+    patients = [r for r in rows if r["phase"] == "ED"]
     return {"volumes": len(rows), "per_structure_phase": table,
             "mean_dice": round(float(np.mean([v["dice"] for v in table.values()])), 4),
             "mean_hd_mm": round(float(np.mean([v["hd"] for v in table.values()])), 2),
@@ -127,7 +157,11 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "volumes_ventricle_above_base": f"{len(above)} of {len(rows)} ({len(above) / len(rows):.1%})",
             "volumes_ventricle_below_apex": sum(bool(r["below_apex"]) for r in rows),
             "above_base_flagged_by_qc": f"{sum(bool(r['qc_flags']) for r in above)} of {len(above)}",
-            "flags_of_above_base": sorted({f.split("@")[0] for r in above for f in r["qc_flags"]})}  # fmt: skip
+            "flags_of_above_base": sorted({f.split("@")[0] for r in above for f in r["qc_flags"]}),
+            "quality_control": quality_readout(rows),
+            "clinical_agreement": {k: agreement_summary([r["clinical_pred"][k] for r in patients],
+                                                        [r["clinical_ref"][k] for r in patients])
+                                   for k in AGREEMENT_KEYS}}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -51,7 +51,7 @@ def es_with_image(lv: np.ndarray, change: np.ndarray) -> int:
     return int(np.argmax(fall + change / max(float(change.max()), 1e-9)))
 
 
-def collect(tag: str, model: str, folds: list[int], tta: str = "none") -> Path:
+def collect(tag: str, model: str, folds: list[int], tta: str = "none", data: Path | None = None) -> Path:
     import yaml
 
     from pipeline.data.acdc import read_patient
@@ -65,7 +65,9 @@ def collect(tag: str, model: str, folds: list[int], tta: str = "none") -> Path:
         work = CV_WORK / tag / model / f"fold{fold}"
         timing = json.loads((work / "timing.json").read_text())
         params = yaml.safe_load((work / "params.yaml").read_text())
-        raw = (ROOT / params["download"]["local_path"]).resolve()
+        raw = (
+            data or ROOT / params["download"]["local_path"]
+        ).resolve()  # data: the cines, if not trained on
         spec = read_split(ROOT / timing["store"] / "folds.json")["folds"][fold]
         seg = Segmenter.from_files([work / timing["model_file"]], tta=tta, postprocess="lcc_fill")
         for pid in spec["val"]:
@@ -133,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     c.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     c.add_argument("--tta", default="none", help="the TTA of the segmentation (the shipped models: flips)")
+    c.add_argument(
+        "--data", type=Path, default=None, help="the cines' ACDC-layout folder (default: the runs' data)"
+    )
     s = sub.add_parser("score", help="each ED/ES rule against Info.cfg")
     s.add_argument("--curves", type=Path, default=OUT / "phase40-unet.json")
     args = p.parse_args(argv)
@@ -141,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
             import torch
 
             torch.set_num_threads(args.threads)
-        print(collect(args.tag, args.model, args.folds, args.tta))
+        print(collect(args.tag, args.model, args.folds, args.tta, args.data))
         return 0
     result = score(args.curves)
     print(f"{result['cines']} cines, {result['curves']}; within one frame of Info.cfg (around the cycle):")

@@ -3,6 +3,7 @@
     python -m benchmarks.qc_validation --tag phase40 --model unet         # acdc_cv's trained folds
     python -m benchmarks.qc_validation --tag ship --model unet --tta flips --threads 2
     python -m benchmarks.qc_validation --tag phase40 --model unet --rescore   # the stored volumes, judged again
+    python -m benchmarks.qc_validation --tag allslices112 --data ../shared/data/acdc-roi   # every-slice folds
 
 Each fold's published model segments its own validation patients' whole cines (as evaluate does: TTA,
 lcc_fill), pipeline.evaluation.quality judges each ED and ES volume, and the truth judges it too. Per
@@ -23,20 +24,21 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import yaml
 
 from benchmarks.acdc_cv import ROOT, WORK
+from pipeline.evaluation.agreement import AGREEMENT_KEYS
 
 OUT = ROOT / "data" / "bench" / "qc_validation"
 
 
-AGREEMENT_KEYS = ("LV_EF", "RV_EF", "LV_EDV", "RV_EDV", "MYO_mass")
-
-
-def volumes(tag: str, model: str, tta: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def volumes(
+    tag: str, model: str, tta: str, data: Path | None = None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     from pipeline.evaluation.runner import EvaluateConfig, evaluate_patients
     from pipeline.inference.predict import Segmenter
     from pipeline.splitting.folds import read_split
@@ -48,7 +50,7 @@ def volumes(tag: str, model: str, tta: str) -> tuple[list[dict[str, Any]], list[
         fold = int(work.name.removeprefix("fold"))
         store_dir = ROOT / timing["store"]
         val = read_split(store_dir / "folds.json")["folds"][fold]["val"]
-        raw = (ROOT / params["download"]["local_path"]).resolve()
+        raw = (data or ROOT / params["download"]["local_path"]).resolve()
         seg = Segmenter.from_files([work / timing["model_file"]], tta=tta)
         start = time.perf_counter()
         results = evaluate_patients(
@@ -91,19 +93,11 @@ def rescore(rows: list[dict[str, Any]], patients: list[dict[str, Any]]) -> None:
 
 
 def clinical_agreement(patients: list[dict[str, Any]]) -> dict[str, Any]:
-    """MAE of LV and RV EF, and Bland-Altman statistics of each index (pred - ref) over the patients."""
-    from pipeline.evaluation.agreement import agreement
+    """MAE of each index, and its Bland-Altman statistics (pred - ref) over the patients."""
+    from pipeline.evaluation.agreement import agreement_summary
 
-    out: dict[str, Any] = {}
-    for key in AGREEMENT_KEYS:
-        pred = np.array([p["pred"][key] for p in patients], dtype=np.float64)
-        ref = np.array([p["ref"][key] for p in patients], dtype=np.float64)
-        stats = agreement(pred, ref)
-        ok = np.isfinite(pred) & np.isfinite(ref)
-        out[key] = {"mae": round(float(np.abs(pred - ref)[ok].mean()), 2), "bias": round(stats["bias"], 2),
-                    "loa": [round(stats["loa_low"], 2), round(stats["loa_high"], 2)],
-                    "r": round(stats["pearson_r"], 3), "n": stats["n"]}  # fmt: skip
-    return out
+    return {key: agreement_summary([p["pred"][key] for p in patients], [p["ref"][key] for p in patients])
+            for key in AGREEMENT_KEYS}  # fmt: skip
 
 
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -148,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="unet")
     p.add_argument("--tta", default="flips")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--data", type=Path, default=None,
+                   help="segment this ACDC-layout folder's cines of the validation patients (default: the runs' data)")  # fmt: skip
     p.add_argument("--rescore", action="store_true",
                    help="judge the volumes stored by an earlier run again under the current thresholds")  # fmt: skip
     args = p.parse_args(argv)
@@ -161,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-        rows, patients = volumes(args.tag, args.model, args.tta)
+        rows, patients = volumes(args.tag, args.model, args.tta, args.data)
     summary = summarise(rows)
     summary["clinical_agreement"] = clinical_agreement(patients)
     OUT.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from benchmarks.acdc_cv import WORK, collect, headline
+from benchmarks.acdc_cv import ROOT, WORK, collect, headline
 from pipeline.inference import pretrained
 
 CITATION = (
@@ -32,6 +32,19 @@ CITATION = (
     'Cardiac Multi-structures Segmentation and Diagnosis: Is the Problem Solved?", IEEE Transactions on '
     "Medical Imaging, 37(11), 2514-2525, 2018."
 )
+DATA_ROI = """The 79 patients of acdc-roi: real cines of the ACDC training set (MICCAI 2017 Automated Cardiac Diagnosis
+Challenge, University Hospital of Dijon; normal, DCM, HCM, MINF and abnormal-RV groups), cropped in-plane
+to the heart (100 x 95 px, at most 7 slices)"""
+DATA_EVERY_SLICE = """The 79 patients of acdc-roi (real scans of the ACDC training set, MICCAI 2017 Automated Cardiac
+Diagnosis Challenge, University Hospital of Dijon; normal, DCM, HCM, MINF and abnormal-RV groups), every
+slice of their ED and ES volumes (6-18 slices, from acdc-fullfov, cut in-plane as acdc-roi is: 100 x 95 px
+around the heart; `python -m benchmarks.allslices`), so it also sees the slices above the base and below
+the apex"""
+LIMIT_ROI = """- Trained on heart crops: on whole-field-of-view scans it relies on the heart locator, and it can label
+  ventricles on slices above the base, which the crops never showed it."""
+LIMIT_EVERY_SLICE = """- Trained on heart crops (every slice, but 100 x 95 px in-plane): on whole-field-of-view scans it relies
+  on the heart locator; at end-systole it can still label the atrium above the base as ventricle."""
+FULLFOV_EVAL = ROOT / "data" / "bench" / "fullfov_eval"
 ARCHITECTURES = {"unet": "U-Net", "deunet": "DeU-Net (TDAM + DGPA)"}
 
 
@@ -42,13 +55,31 @@ def cross_validation(cv_tag: str, model: str, tta: str, variant: str) -> dict[st
         raise SystemExit(f"error: no evaluated folds under {WORK / cv_tag / model}")
     pooled = headline(got["cases"][(tta, variant)])
     per_fold = {fold: headline(cases[(tta, variant)]) for fold, cases in sorted(got["by_fold"].items())}
-    return {"folds": got["folds"], "patients": len({c["patient"] for c in got["cases"][(tta, variant)]}),
+    others = {}  # the other TTA mode, for the card's "with TTA ... instead"
+    for mode in ("flips", "dihedral"):
+        if mode != tta and (mode, variant) in got["cases"]:
+            h = headline(got["cases"][(mode, variant)])
+            others[mode] = {"mean_dice": round(h["mean_dice"], 4), "mean_hd_mm": round(h["mean_hd"], 2),
+                            "mean_assd_mm": round(h["mean_assd"], 2), "rv_es_dice": round(h["dice_RV_ES"], 4)}  # fmt: skip
+    return others | {"folds": got["folds"], "patients": len({c["patient"] for c in got["cases"][(tta, variant)]}),
             "tta": tta, "postprocess": variant, "mean_dice": round(pooled["mean_dice"], 4),
             "mean_hd_mm": round(pooled["mean_hd"], 2), "mean_assd_mm": round(pooled["mean_assd"], 2),
             "rv_es_dice": round(pooled["dice_RV_ES"], 4),
             "per_fold": {str(f): {"mean_dice": round(h["mean_dice"], 4), "mean_hd_mm": round(h["mean_hd"], 2)}
                          for f, h in per_fold.items()},
-            "cpu_minutes_per_fold": round(sum(got["cpu_minutes"]) / len(got["cpu_minutes"]), 1)}  # fmt: skip
+            "cpu_minutes_per_fold": round(sum(got["cpu_minutes"]) / len(got["cpu_minutes"]), 1),
+            **whole_volumes(cv_tag, model)}  # fmt: skip
+
+
+def whole_volumes(cv_tag: str, model: str) -> dict[str, Any]:
+    """The recipe's folds on acdc-fullfov's whole volumes (benchmarks.fullfov_eval's summary), if measured."""
+    path = FULLFOV_EVAL / f"{cv_tag}-{model}.json"
+    if not path.is_file():
+        return {}
+    s = json.loads(path.read_text())["summary"]
+    return {"whole_volumes": {"mean_dice": s["mean_dice"], "mean_hd_mm": s["mean_hd_mm"],
+                              "mean_assd_mm": s["mean_assd_mm"], "above_base": s["volumes_ventricle_above_base"],
+                              "command": f"python -m benchmarks.fullfov_eval --tag {cv_tag} --model {model}"}}  # fmt: skip
 
 
 def card(name: str, model: str, recipe: dict[str, Any], cv: dict[str, Any], cv_command: str,
@@ -62,6 +93,16 @@ def card(name: str, model: str, recipe: dict[str, Any], cv: dict[str, Any], cv_c
                      f"ASSD {cv[mode]['mean_assd_mm']:.2f} mm, RV ES Dice {cv[mode]['rv_es_dice']:.3f} "
                      f"(`deunet predict --tta {mode}`)."
                      for mode in ("flips", "dihedral") if mode != cv["tta"] and mode in cv)  # fmt: skip
+    wv = cv.get("whole_volumes")
+    whole = "" if not wv else (
+        f"\n\nOn whole volumes (acdc-fullfov: the same folds' models on their validation patients' ED and ES "
+        f"volumes, full field of view, every slice, the heart located first): mean Dice {wv['mean_dice']:.3f}, "
+        f"HD {wv['mean_hd_mm']:.2f} mm, ASSD {wv['mean_assd_mm']:.2f} mm; volumes with a ventricle on a slice "
+        f"above the experts' base: {wv['above_base']} (`{wv['command']}`).")  # fmt: skip
+    every_slice = "allslices" in str(recipe.get("download", {}).get("local_path", ""))
+    data = DATA_EVERY_SLICE if every_slice else DATA_ROI
+    crop_limit = LIMIT_EVERY_SLICE if every_slice else LIMIT_ROI
+    scored_on = " (acdc-roi's crops and cines, as every recipe here is scored)" if every_slice else ""
     return f"""# {name}: {ARCHITECTURES.get(model, model)} for LV, myocardium and RV in short-axis cine MRI
 
 **Research use only: not for clinical decisions.** It is not a medical device and was not validated for
@@ -75,9 +116,7 @@ the heart is searched for the heart first (`--locate auto`). Settings it ships w
 `{cv["tta"]}`, post-processing `{cv["postprocess"]}`.
 
 ## Training data and licence
-The 79 patients of acdc-roi: real cines of the ACDC training set (MICCAI 2017 Automated Cardiac Diagnosis
-Challenge, University Hospital of Dijon; normal, DCM, HCM, MINF and abnormal-RV groups), cropped in-plane
-to the heart (100 x 95 px, at most 7 slices), with the experts' labels at ED and ES. ACDC is released
+{data}, with the experts' labels at ED and ES. ACDC is released
 for non-commercial scientific research under **CC BY-NC-SA 4.0**; these weights are derived from it and
 carry the same terms. Any use must cite: {CITATION}
 
@@ -92,7 +131,7 @@ This model: {trained_on}.
 ## Cross-validation of this recipe
 5-fold cross-validation by patient (stratified by group, seed 0, patient074 and patient076, which share
 their images, in one fold); each fold's model trained on 63 patients (62 for fold 3) and scored on its
-own validation patients, at ED and ES, in 3D at the original resolution. Pooled over
+own validation patients{scored_on}, at ED and ES, in 3D at the original resolution. Pooled over
 {cv["patients"]} patients ({2 * cv["patients"]} volumes), TTA `{cv["tta"]}`, `{cv["postprocess"]}`:
 
 | mean Dice | mean HD (mm) | mean ASSD (mm) | RV ES Dice |
@@ -104,13 +143,12 @@ own validation patients, at ED and ES, in 3D at the original resolution. Pooled 
 {folds}
 
 Command: `{cv_command}` (docs/benchmarks.md has the full tables).{source} The shipped model, trained on
-every patient, has no held-out figures of its own.
+every patient, has no held-out figures of its own.{whole}
 
 ## Known limits
 - One centre, one vendor family (ACDC: Dijon, 1.5 T and 3 T Siemens), adults; other centres, children and
   congenital hearts are untested.
-- Trained on heart crops: on whole-field-of-view scans it relies on the heart locator, and it can label
-  ventricles on slices above the base, which the crops never showed it.
+{crop_limit}
 - Slices of 5-10 mm; thin-slice or 3D acquisitions are outside its training.
 - The RV at end-systole and the basal and apical slices are its weakest parts, as for every ACDC model.
 """
@@ -150,13 +188,20 @@ def main(argv: list[str] | None = None) -> int:
         command = (f"python -m benchmarks.acdc_cv run --tag {cv_tag} --models {args.model} --folds 0 1 2 3 4 "
                    f"--tta {args.tta} --set train.model={args.model}")  # fmt: skip
     precision = "bf16 autocast" if _native_bf16() else "fp32 (this CPU has no native bf16)"
+    local = recipe.get("download", {}).get("local_path")
+    data_flag = f" --set download.local_path={local}" if local and "allslices" in str(local) else ""
+    if data_flag and args.cv_json is None:  # trained on every slice, scored on acdc-roi's cines
+        command = (f"python -m benchmarks.allslices; python -m benchmarks.acdc_cv train --model {args.model} "
+                   f"--fold K --tag {cv_tag} --set train.threads=1{data_flag} (K = 0..4); python -m "
+                   f"benchmarks.acdc_cv evaluate --tag {cv_tag} --model {args.model} --folds 0 1 2 3 4 "
+                   f"--tta flips dihedral --data ../shared/data/acdc-roi")  # fmt: skip
     threads = recipe["train"].get("threads") or 2
     trained_on = (f"trained on all 79 patients with `python -m benchmarks.acdc_cv train --model {args.model} --fold -1 "
-                  f"--tag {args.tag} --set train.model={args.model} --set train.threads={threads}`, "
+                  f"--tag {args.tag} --set train.model={args.model} --set train.threads={threads}{data_flag}`, "
                   f"{timing['epochs']} epochs, {timing['wall_s'] / 60:.0f} min on {threads} CPU "
                   f"thread{'s' if threads > 1 else ''}, {precision}")  # fmt: skip
-    summary = args.summary or (f"{ARCHITECTURES.get(args.model, args.model)} trained on the 79 acdc-roi patients; "
-                               f"research use only")  # fmt: skip
+    summary = args.summary or (f"{ARCHITECTURES.get(args.model, args.model)} trained on the 79 acdc-roi patients"
+                               f"{' (every slice)' if data_flag else ''}; research use only")  # fmt: skip
     shipped = pretrained.package(
         args.name, [run / timing["model_file"]], args.out, summary=summary,
         card=card(args.name, args.model, recipe, cv, command, trained_on), default=args.default,

@@ -7,6 +7,9 @@ import math
 import numpy as np
 from numpy.typing import ArrayLike
 
+# The indices whose agreement the benchmarks report (keys of pipeline.evaluation.clinical.clinical_indices).
+AGREEMENT_KEYS = ("LV_EF", "RV_EF", "LV_EDV", "RV_EDV", "MYO_mass")
+
 
 def agreement(pred: ArrayLike, ref: ArrayLike) -> dict[str, float | int]:
     """Pearson correlation, bias and 95% limits of agreement of ``pred`` against ``ref``.
@@ -44,3 +47,17 @@ def agreement(pred: ArrayLike, ref: ArrayLike) -> dict[str, float | int]:
         "loa_low": bias - 1.96 * sd,
         "loa_high": bias + 1.96 * sd,
     }
+
+
+def agreement_summary(pred: ArrayLike, ref: ArrayLike) -> dict[str, float | int | list[float]]:
+    """The short read-out benchmarks print: mean absolute error, bias, limits of agreement, r and n.
+
+    Same inputs as :func:`agreement`; values rounded (2 decimals, r to 3)."""
+    stats = agreement(pred, ref)
+    p = np.asarray(pred, dtype=np.float64).ravel()
+    r = np.asarray(ref, dtype=np.float64).ravel()
+    ok = np.isfinite(p) & np.isfinite(r)
+    mae = float(np.abs(p - r)[ok].mean()) if ok.any() else math.nan
+    return {"mae": round(mae, 2), "bias": round(float(stats["bias"]), 2),
+            "loa": [round(float(stats["loa_low"]), 2), round(float(stats["loa_high"]), 2)],
+            "r": round(float(stats["pearson_r"]), 3), "n": stats["n"]}  # fmt: skip

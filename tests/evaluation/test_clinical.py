@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from pipeline.evaluation.agreement import agreement
+from pipeline.evaluation.agreement import agreement, agreement_summary
 from pipeline.evaluation.clinical import (
     CLINICAL_KEYS,
     clinical_indices,
@@ -99,6 +99,15 @@ def test_agreement_drops_nan_pairs_and_counts_them():
     assert tiny["bias"] == pytest.approx(0.5) and math.isnan(tiny["sd"]) and math.isnan(tiny["pearson_r"])
     with pytest.raises(ValueError, match="same length"):
         agreement([1.0, 2.0], [1.0])
+
+
+def test_agreement_summary_reads_mae_bias_and_limits_over_finite_pairs():
+    got = agreement_summary([12.0, 18.0, np.nan, 33.0], [10.0, 20.0, 30.0, 30.0])
+    assert got["n"] == 3 and got["mae"] == pytest.approx(7 / 3, abs=0.005)
+    assert got["bias"] == pytest.approx(1.0)
+    sd = math.sqrt(((2 - 1) ** 2 + (-2 - 1) ** 2 + (3 - 1) ** 2) / 2)
+    assert got["loa"] == [pytest.approx(1 - 1.96 * sd, abs=0.005), pytest.approx(1 + 1.96 * sd, abs=0.005)]
+    assert math.isnan(agreement_summary([np.nan], [1.0])["mae"])
 
 
 def test_largest_component_removes_stray_blobs():
