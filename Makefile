@@ -34,9 +34,10 @@ else
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 endif
 
-## The test suite (offline, CPU), after the linter.
+## The test suite (offline, CPU), after the linter and the dvc.lock guard (pipeline.orchestration.lock_status).
 test: $(STAMP)
 	$(BIN)/ruff check pipeline stages tests benchmarks
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pipeline.orchestration.lock_status
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q
 
 lint: $(STAMP)
