@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pipeline.checkpoint.io import load_checkpoint
 from pipeline.data.phantom import PhantomConfig, generate_dataset, iter_records
 from pipeline.evaluation.figures import overlay_figure
 from pipeline.evaluation.metrics import dice
@@ -30,7 +31,6 @@ from pipeline.inference.predict import Segmenter
 from pipeline.preprocessing.patient import PreprocessConfig
 from pipeline.preprocessing.run import preprocess_dataset
 from pipeline.preprocessing.store import ClipStore
-from pipeline.training.checkpoint import load_checkpoint
 from pipeline.training.trainer import TrainConfig, train_fold
 from pipeline.vocabulary import PHASES, STRUCTURES
 

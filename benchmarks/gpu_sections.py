@@ -445,7 +445,7 @@ def _evaluate(ctx: Context, ckpt: Path, val: list[str], fold: int, tta: str) -> 
 
 def _export_weights(ctx: Context, ckpt: Path, name: str, fold: int) -> None:
     """The checkpoint's weights in fp16 with what rebuilds it, in ``--out``/weights, when within the limits."""
-    from pipeline.training.checkpoint import load_checkpoint
+    from pipeline.checkpoint.io import load_checkpoint
 
     a, done = ctx.args, ctx.data["weights"]
     written = [w for w in done if "bytes" in w]

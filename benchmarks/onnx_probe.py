@@ -30,10 +30,10 @@ import numpy as np
 import torch
 
 from benchmarks.predict_bench import import_seconds, settings
+from pipeline.checkpoint.io import save_checkpoint
 from pipeline.inference.onnx_network import OnnxNetwork, export_onnx
 from pipeline.inference.torch_network import TorchNetwork
 from pipeline.models import build_model
-from pipeline.training.checkpoint import save_checkpoint
 
 
 def timed(run: Callable[[], object], repeats: int) -> float:

@@ -60,10 +60,10 @@ def make_inputs(folder: Path, profile: dict[str, Any], frames: int, slices: int,
     """The settings' model checkpoint (random weights) and a phantom cine NIfTI."""
     import torch
 
+    from pipeline.checkpoint.io import save_checkpoint
     from pipeline.data import imageio
     from pipeline.data.phantom import PhantomConfig, iter_records
     from pipeline.models import build_model
-    from pipeline.training.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
     model = build_model(

@@ -21,7 +21,7 @@ STAGES = ("download", "preprocess", "validate", "split", "tune", "train", "evalu
 # Commands that are not DVC stages, and the modules that implement them.
 EXTRA = {"predict": "pipeline.serving.predict_cli", "import-dicom": "pipeline.data.dicom_import",
          "export-onnx": "pipeline.inference.onnx_network", "flow": "pipeline.orchestration.cli",
-         "profile": "pipeline.profiles", "models": "pipeline.inference.pretrained"}  # fmt: skip
+         "profile": "pipeline.profiles", "models": "pipeline.serving.shipped"}  # fmt: skip
 COMMANDS = (*STAGES, *EXTRA)
 #: Commands that leave the process with os._exit once done (only as a console script, never in-process).
 FAST_EXIT = ("predict",)

@@ -46,10 +46,6 @@ class UnsafeArchiveError(DownloadError):
     """An archive member would be written outside the extraction target (zip-slip) or is a link/device."""
 
 
-class ValidationFailed(PipelineError):
-    """Data validation (Great Expectations) found rows that break the expectations."""
-
-
 class RequestError(PipelineError, ValueError):
     """An image handed to the pipeline in memory or over HTTP is unusable (not NIfTI, wrong
     dimensionality, too large, NaN, ...). A ValueError too, for callers that catch those."""

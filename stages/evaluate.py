@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.atomic import atomic_directory
+from pipeline.checkpoint.io import load_checkpoint
 from pipeline.config import section
 from pipeline.errors import DataError
 from pipeline.evaluation import agreement, summarise, table1_markdown
@@ -26,10 +27,10 @@ from pipeline.evaluation.runner import (
     evaluate_patients,
 )
 from pipeline.inference.predict import Segmenter
+from pipeline.models.device import resolve_device
 from pipeline.splitting.folds import read_split
 from pipeline.tracking import TrackingConfig, make_tracker, provenance_tags
-from pipeline.training.checkpoint import load_checkpoint
-from pipeline.training.trainer import TrainConfig, resolve_device
+from pipeline.training.trainer import TrainConfig
 from pipeline.vocabulary import PHASES
 from stages import paths
 from stages._common import parser, repo_root, run

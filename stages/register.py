@@ -24,7 +24,7 @@ from pipeline.atomic import atomic_write_text
 from pipeline.config import section
 from pipeline.data.download import sha256_file
 from pipeline.errors import DataError
-from pipeline.registration.promotion import (
+from pipeline.promotion.gate import (
     CHAMPION,
     HASH_TAG,
     SCORE_TAG,

@@ -16,7 +16,6 @@ reader check raises :class:`~pipeline.errors.DataError` naming the file and what
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -285,9 +284,3 @@ def list_patients(root: Path | str) -> list[Path]:
     if not folders:
         raise DataError(root, "contains no patient* folders (expected the ACDC layout)")
     return folders
-
-
-def iter_patients(root: Path | str) -> Iterator[PatientRecord]:
-    """Read every patient under ``root`` in name order."""
-    for folder in list_patients(root):
-        yield read_patient(folder)

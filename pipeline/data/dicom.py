@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.data.imageio import Image
+from pipeline.data.image import Image
 from pipeline.errors import DataError
 
 #: Positions closer than this along the slice normal are one slice (mm).

@@ -16,13 +16,13 @@ import gzip
 import math
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import nibabel as nib
 import numpy as np
 
+from pipeline.data.image import Image
 from pipeline.errors import DataError, RequestError
 
 #: Largest image a file header may declare: a 4D cine at 512x512x40x60 float32 is 2.3 GiB.
@@ -30,16 +30,6 @@ MAX_NIFTI_BYTES = 8 * 2**30
 #: Default cap on a decoded in-memory NIfTI (bytes) and on the voxel data it declares.
 DEFAULT_MAX_IMAGE_BYTES = 512 * 1024 * 1024
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
-
-
-@dataclass
-class Image:
-    """An image in the memory convention: ``array`` (T, Z, Y, X) or (Z, Y, X), ``spacing`` (z, y, x) mm,
-    ``affine`` the 4x4 voxel-to-world matrix of the file (NIfTI voxel order)."""
-
-    array: np.ndarray
-    spacing: tuple[float, float, float]
-    affine: np.ndarray
 
 
 # ---------------------------------------------------------------- the convention

@@ -1,4 +1,4 @@
-"""Evaluation: segmentation metrics, clinical indices, agreement, post-processing, figures and tables.
+"""Evaluation: segmentation metrics, clinical indices, agreement, quality control, figures and tables.
 
 Pure functions on numpy arrays in the ACDC conventions (labels 0 bg, 1 RV, 2 MYO, 3 LV; volumes
 (Z, Y, X), cines (T, Z, Y, X), spacing (z, y, x) mm). The evaluate stage composes them.
@@ -15,7 +15,6 @@ from pipeline.evaluation.clinical import (
 )
 from pipeline.evaluation.metrics import binary_metrics, evaluate_case, surface_distances
 from pipeline.evaluation.report import summarise, table1_markdown
-from pipeline.inference.postprocess import largest_component
 
 __all__ = [
     "CLINICAL_KEYS",
@@ -24,7 +23,6 @@ __all__ = [
     "binary_metrics",
     "clinical_indices",
     "evaluate_case",
-    "largest_component",
     "phases_from_curves",
     "structure_volumes",
     "summarise",

@@ -131,8 +131,8 @@ def export_onnx(checkpoint: Path, out: Path, seed: int = 0) -> float:
     import torch
 
     from pipeline.atomic import atomic_write_bytes
-    from pipeline.inference.predict import checkpoint_preprocess
-    from pipeline.training.checkpoint import load_checkpoint, model_from_checkpoint
+    from pipeline.checkpoint.io import load_checkpoint, model_from_checkpoint
+    from pipeline.checkpoint.preprocess import checkpoint_preprocess
 
     try:
         import onnx

@@ -15,20 +15,19 @@ of view much larger than training's is first searched for the heart and cropped 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pipeline.config import from_dict
+from pipeline.checkpoint.preprocess import checkpoint_preprocess
+from pipeline.checkpoint.view import View, checkpoint_view
 from pipeline.errors import ConfigError, DataError, RequestError
+from pipeline.inference.batches import run_batches
 from pipeline.inference.locate import (
     LOCATE_MODES,
     Box,
-    View,
     centred_box,
-    checkpoint_view,
     frames_to_locate,
     heart_centre,
     locate_maps,
@@ -42,48 +41,13 @@ from pipeline.inference.tta import TTA_MODES, tta_transforms
 from pipeline.preprocessing.clips import clip_frames
 from pipeline.preprocessing.geometry import Geometry
 from pipeline.preprocessing.intensity import normalise
-from pipeline.preprocessing.patient import PreprocessConfig
 
 if TYPE_CHECKING:
     from pipeline.models import SegmentationModel
 
-_In = TypeVar("_In")
-_Out = TypeVar("_Out")
 
 #: The checkpoint's preprocessing keys an ensemble's members must share (clip length is checked apart).
 SHARED_PREPROCESS = ("size", "percentiles", "geometry", "spacing_mm")
-
-
-def resolve_device(device: str = "auto") -> str:
-    """``"auto"`` -> ``"cuda"`` when a GPU is visible, else ``"cpu"``; other values pass through checked."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise ValueError(f"device must be auto, cpu or cuda[:N], got {device!r}")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but no CUDA GPU is visible")
-    return device
-
-
-def checkpoint_preprocess(ckpt: dict[str, Any], name: str) -> PreprocessConfig:
-    """The preprocessing a checkpoint records (``ckpt["preprocess"]``), typed; ``name`` labels errors.
-
-    A checkpoint from before the geometry option lacks ``geometry`` and ``spacing_mm``: it was trained
-    with Geometry's own defaults (resize). Settings that do not shape inference (radius, workers) may be
-    missing and take PreprocessConfig's defaults.
-
-    Raises:
-        DataError: the checkpoint lacks its size or percentiles, or records invalid preprocessing.
-    """
-    pre = ckpt.get("preprocess") or {}
-    if "size" not in pre or "percentiles" not in pre:
-        raise DataError(name, "checkpoint does not record its preprocessing (size, percentiles); retrain it")
-    try:
-        return from_dict(PreprocessConfig, {**_BEFORE_GEOMETRY, **pre}, "preprocess")
-    except ConfigError as exc:
-        raise DataError(name, f"checkpoint records invalid preprocessing ({exc})") from None
 
 
 class Segmenter:
@@ -200,7 +164,7 @@ class Segmenter:
                 raise DataError(name, f"cannot join the ensemble: {'; '.join(diff)}")
         nets = list(networks) if networks is not None else [None] * len(ckpts)
         if any(net is None for net in nets):
-            from pipeline.training.checkpoint import model_from_checkpoint
+            from pipeline.checkpoint.io import model_from_checkpoint
         models: list[SegmentationModel | Network] = [
             model_from_checkpoint(ck) if net is None else net for ck, net in zip(ckpts, nets, strict=True)
         ]
@@ -220,7 +184,7 @@ class Segmenter:
                 ckpts.append(onnx.checkpoint)
                 networks.append(onnx)
             else:
-                from pipeline.training.checkpoint import load_checkpoint
+                from pipeline.checkpoint.io import load_checkpoint
 
                 ckpts.append(load_checkpoint(path))
                 networks.append(None)
@@ -369,15 +333,6 @@ class Segmenter:
         return labels
 
 
-def run_batches(batch: Callable[[_In], _Out], chunks: Sequence[_In], workers: int) -> list[_Out]:
-    """``batch`` of every chunk, in order; ``workers`` > 1 runs that many at once in threads (each op still
-    uses the runtime's intra-op threads; see Segmenter's ``cpu_workers``)."""
-    if workers > 1:
-        with ThreadPoolExecutor(workers) as pool:
-            return list(pool.map(batch, chunks))
-    return [batch(chunk) for chunk in chunks]
-
-
 def _choose_resident(models: Sequence[Network], resident: bool | None) -> bool:
     """Segmenter's ``resident`` resolved: None (auto) is the device path for torch networks on CUDA only
     (on a CPU it was not faster: docs/benchmarks.md, "Device-resident inference"). Imports nothing.
@@ -420,7 +375,3 @@ def _inplane(spacing: Sequence[float]) -> tuple[float, float]:
 def postprocess_volume(labels: np.ndarray, mode: str) -> np.ndarray:
     """:func:`pipeline.inference.postprocess.postprocess` as uint8 (one frame's (Z, Y, X) volume)."""
     return postprocess(labels, mode).astype(np.uint8, copy=False)
-
-
-#: What a checkpoint from before the geometry option means: Geometry's own defaults.
-_BEFORE_GEOMETRY: dict[str, Any] = {"geometry": Geometry.mode, "spacing_mm": Geometry.spacing_mm}

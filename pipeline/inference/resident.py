@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.errors import RequestError
+from pipeline.inference.batches import run_batches
 from pipeline.inference.locate import (
     LV,
     MYO,
@@ -185,8 +186,6 @@ def _slices(seg: Segmenter, cine: torch.Tensor, frames: Sequence[int], spacing_y
             reduce: Reduce, tta: str, stats_from_clips: bool = False) -> torch.Tensor:  # fmt: skip
     """Segmenter._slices on the device: ``reduce`` of the (B, C, Y, X) probabilities of every
     (frame, slice) of ``cine`` (T, Z, Y, X) float32, as (F, Z, ...) on the device ``reduce`` leaves them."""
-    from pipeline.inference.predict import run_batches
-
     t, z, y, x = cine.shape
     clips_of = {f: clip_frames(f, t, seg.radius) for f in frames}
     needed = np.unique(np.concatenate(list(clips_of.values())))

@@ -20,9 +20,9 @@ from mlflow.models import ModelSignature
 from mlflow.models.model import ModelInfo
 from mlflow.types import ColSpec, Schema
 
+from pipeline.checkpoint.io import load_checkpoint
 from pipeline.evaluation.clinical import CLINICAL_KEYS
 from pipeline.serving.schema import CURVE_COLUMNS, DICOM_ZIP_COLUMN, INPUT_COLUMN, MAX_ZIP_MEMBERS
-from pipeline.training.checkpoint import load_checkpoint
 
 log = logging.getLogger(__name__)
 

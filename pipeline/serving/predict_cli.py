@@ -249,7 +249,7 @@ class Predictor:
             importlib.import_module(module)
 
     def _checkpoints(self, paths: list[Path]) -> Callable[[imageio.Image, bytes | None], Segmented]:
-        from pipeline.inference.predict import Segmenter, resolve_device
+        from pipeline.inference.predict import Segmenter
 
         onnx = [is_export(p) for p in paths]
         if any(onnx) and not all(onnx):
@@ -258,10 +258,16 @@ class Predictor:
         if all(onnx) and self.device not in ("auto", "cpu"):
             raise DataError(paths[0], f"ONNX models run on the CPU (ONNX Runtime), not on {self.device!r}; "
                                       "give the checkpoints to run on a GPU")  # fmt: skip
+        if all(onnx):
+            device = "cpu"  # ONNX Runtime on the host; no torch is imported on this path
+        else:
+            from pipeline.models.device import resolve_device
+
+            device = str(resolve_device(self.device))
         try:
             segmenter = Segmenter.from_files(
                 paths,
-                device="cpu" if all(onnx) else resolve_device(self.device),
+                device=device,
                 tta=self.tta,
                 postprocess=self.postprocess,
                 locate=self.locate,

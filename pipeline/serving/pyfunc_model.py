@@ -113,14 +113,15 @@ class CineSegmentationModel(PythonModel):
     """
 
     def load_context(self, context: PythonModelContext) -> None:
+        from pipeline.checkpoint.io import load_checkpoint
         from pipeline.inference.network import PRECISIONS
-        from pipeline.inference.predict import Segmenter, resolve_device
-        from pipeline.training.checkpoint import load_checkpoint
+        from pipeline.inference.predict import Segmenter
+        from pipeline.models.device import resolve_device
 
         config = dict(context.model_config or {})
         self.max_request_bytes = int(config.get("max_request_bytes", DEFAULT_MAX_REQUEST_BYTES))
         self.max_zip_members = int(config.get("max_zip_members", MAX_ZIP_MEMBERS))
-        device = resolve_device(str(config.get("device", "auto")))
+        device = str(resolve_device(str(config.get("device", "auto"))))
         names = sorted(k for k in context.artifacts if k.startswith("checkpoint"))
         ckpts = [load_checkpoint(context.artifacts[k]) for k in names]
         self.segmenter = Segmenter.from_checkpoint(

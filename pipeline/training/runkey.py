@@ -16,9 +16,10 @@ _PIPELINE = Path(__file__).resolve().parents[1]
 
 
 def code_digest() -> str:
-    """Digest of the model and training code, so a code change never resumes an older run's checkpoints."""
+    """Digest of the model, checkpoint and training code, so a code change never resumes an older run's checkpoints."""
     digest = hashlib.sha256()
-    files = [*(_PIPELINE / "models").rglob("*.py"), *(_PIPELINE / "training").rglob("*.py")]
+    files = [*(_PIPELINE / "models").rglob("*.py"), *(_PIPELINE / "checkpoint").rglob("*.py"),
+             *(_PIPELINE / "training").rglob("*.py")]  # fmt: skip
     for path in sorted(files):
         digest.update(path.relative_to(_PIPELINE).as_posix().encode() + path.read_bytes())
     return digest.hexdigest()

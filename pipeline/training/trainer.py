@@ -24,15 +24,16 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from pipeline.checkpoint.io import check_compatible, checkpoint_payload, load_checkpoint, snapshot
+from pipeline.checkpoint.view import training_view
 from pipeline.errors import ConfigError
-from pipeline.inference.locate import training_view
 from pipeline.models import DiceCELoss, SegmentationModel, build_model, class_map
+from pipeline.models.device import resolve_device
 from pipeline.models.precision import autocast
 from pipeline.preprocessing.store import ClipStore
 from pipeline.training import distributed as dist
 from pipeline.training.augment import AugmentConfig
 from pipeline.training.batch_augment import augment_batch, epoch_table
-from pipeline.training.checkpoint import check_compatible, checkpoint_payload, load_checkpoint, snapshot
 from pipeline.training.dataset import ClipDataset
 from pipeline.training.deep_supervision import DeepSupervision
 from pipeline.training.device_data import DeviceClips
@@ -147,14 +148,6 @@ class FoldResult:
     resumed_from: int | None
     model_file: str = "best.pt"  # the checkpoint in the fold's work folder that train.select publishes
     steps: str = "eager"  # how the steps ran: "eager", "cuda graph (N replays)" or why a capture failed
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise RuntimeError("train.device is 'cuda' but no CUDA device is available; use 'auto' or 'cpu'")
-        return torch.device("cuda", dist.local_rank())
-    return torch.device("cpu")
 
 
 def make_model(cfg: TrainConfig, store: ClipStore, train_idx: np.ndarray) -> SegmentationModel:
@@ -407,7 +400,7 @@ def _epoch_checkpoints(work_dir: Path, fit: _Fitting, cfg: TrainConfig, store: C
     files to write, in this order, with payloads copied to the CPU now (training goes on while they are
     written; see pipeline.training.writer).
 
-    ``view`` is the training patients' field of view (pipeline.inference.locate.View): inference crops a
+    ``view`` is the training patients' field of view (pipeline.checkpoint.view.View): inference crops a
     larger field of view around the heart to it, so the network sees the framing it was trained on.
     """
     epoch, score = state["epoch"], state["history"][-1]["val_dice"]
@@ -456,7 +449,7 @@ def train_fold(
     progress: bool = True,
 ) -> FoldResult:
     """Train (or resume) one fold; checkpoints go to ``work_dir`` (``last.pt`` every epoch, ``best.pt``)."""
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, index=dist.local_rank())
     prepare_device(device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)

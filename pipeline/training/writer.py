@@ -1,6 +1,6 @@
 """Checkpoints written in a background thread, so the training loop does not wait for the disk.
 
-The loop hands over payloads already copied to the CPU (pipeline.training.checkpoint.snapshot) and goes
+The loop hands over payloads already copied to the CPU (pipeline.checkpoint.io.snapshot) and goes
 on with the next epoch. One write runs at a time: a new submission first waits for the previous one and
 re-raises its error (a full disk still stops training, one epoch later), and leaving the ``with`` block
 waits for the last one, so every checkpoint of a finished (or interrupted) ``train_fold`` is on disk when
@@ -15,7 +15,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from pipeline.training.checkpoint import write_checkpoint
+from pipeline.checkpoint.io import write_checkpoint
 
 log = logging.getLogger(__name__)
 

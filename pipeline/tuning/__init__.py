@@ -1,8 +1,9 @@
 """Optuna tuning of the learning rate and the temporal radius r (optionally the batch size).
 
 ``TuneConfig`` is the ``tune`` params section; ``run_study`` runs (or continues) a study in one or
-several worker processes against SQLite or an RDB such as PostgreSQL; ``best_overrides`` is what the
-train stage reads back.
+several worker processes against SQLite or an RDB such as PostgreSQL, and writes the best trial's
+``train`` overrides (data/tune/best_params.yaml) that the train stage reads back
+(``stages.train.tuned_overrides``).
 """
 
 from typing import Any

@@ -9,7 +9,7 @@ from pipeline.data.sources import DownloadConfig
 from pipeline.evaluation.runner import EvaluateConfig
 from pipeline.orchestration.config import OrchestrateConfig
 from pipeline.preprocessing.patient import PreprocessConfig
-from pipeline.registration.promotion import RegisterConfig
+from pipeline.promotion.gate import RegisterConfig
 from pipeline.splitting.folds import SplitConfig
 from pipeline.tracking.config import TrackingConfig
 from pipeline.training.trainer import TrainConfig

@@ -15,9 +15,10 @@ import torch
 from torch import nn
 
 from benchmarks.fov_demo import TEST, score, train
+from pipeline.checkpoint.view import View, checkpoint_view
 from pipeline.data.phantom import PhantomConfig
 from pipeline.errors import ConfigError, DataError
-from pipeline.inference.locate import View, checkpoint_view, heart_centre, locate_maps, window_starts
+from pipeline.inference.locate import heart_centre, locate_maps, window_starts
 from pipeline.inference.predict import Segmenter
 
 torch.set_num_threads(1)

@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.checkpoint.io import save_checkpoint
+from pipeline.checkpoint.view import View
 from pipeline.data import imageio
 from pipeline.errors import DataError
 from pipeline.inference import onnx_network
-from pipeline.inference.locate import View
 from pipeline.inference.predict import Segmenter
 from pipeline.models import available_models, build_model
 from pipeline.serving import predict_cli
-from pipeline.training.checkpoint import save_checkpoint
 from tests.conftest import make_record
 
 REPO = Path(__file__).resolve().parents[2]

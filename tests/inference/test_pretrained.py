@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.checkpoint.io import save_checkpoint
+from pipeline.checkpoint.view import View
 from pipeline.errors import DataError
 from pipeline.inference import pretrained
-from pipeline.inference.locate import View
 from pipeline.inference.predict import Segmenter
 from pipeline.models import build_model
-from pipeline.serving import predict_cli
+from pipeline.serving import predict_cli, shipped
 from pipeline.serving.codec import encode_cine
-from pipeline.training.checkpoint import save_checkpoint
 from tests.conftest import make_record
 
 REPO = Path(__file__).resolve().parents[2]
@@ -180,7 +180,7 @@ def test_register_a_shipped_model_to_serve_it(shipped_root: Path, tmp_path: Path
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.chdir(tmp_path)  # artifacts under ./mlruns of the test
     try:
-        uri = pretrained.register("tiny-unet", "deunet-cardiac", "shipped")
+        uri = shipped.register("tiny-unet", "deunet-cardiac", "shipped")
         assert uri.startswith("models:/deunet-cardiac@shipped (version 1")
         model = mlflow.pyfunc.load_model("models:/deunet-cardiac@shipped")
         record = make_record(t=4, z=2, y=20, x=24)

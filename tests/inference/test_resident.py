@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
+from pipeline.checkpoint.view import View
 from pipeline.errors import ConfigError, RequestError
 from pipeline.inference import resident
-from pipeline.inference.locate import View
 from pipeline.inference.network import Network
 from pipeline.inference.predict import Segmenter
 from pipeline.models import build_model

@@ -10,13 +10,14 @@ import pytest
 import torch
 from torch import nn
 
+from pipeline.checkpoint.io import save_checkpoint
+from pipeline.checkpoint.preprocess import checkpoint_preprocess
 from pipeline.errors import ConfigError, DataError, RequestError
 from pipeline.inference.postprocess import fill_holes, postprocess
-from pipeline.inference.predict import Segmenter, checkpoint_preprocess
+from pipeline.inference.predict import Segmenter
 from pipeline.inference.tta import tta_transforms
 from pipeline.models import build_model
 from pipeline.preprocessing.geometry import Geometry
-from pipeline.training.checkpoint import save_checkpoint
 
 torch.set_num_threads(1)
 

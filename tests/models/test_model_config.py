@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 import torch
 
+from pipeline.checkpoint.io import load_checkpoint, model_from_checkpoint, save_checkpoint
 from pipeline.models import MODEL_REGISTRY, SegmentationModel, available_models, build_model
 from pipeline.models.base import COMMON_ARGUMENTS
-from pipeline.training.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 
 #: Every common argument away from its default: r = 2, 3 classes, batch norm, a fixed (H, W).
 COMMON = {

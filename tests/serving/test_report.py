@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from pipeline.checkpoint.io import save_checkpoint
 from pipeline.data.acdc import write_patient
 from pipeline.data.dicom import write_series
 from pipeline.models import build_model
 from pipeline.serving import predict_cli
 from pipeline.serving.readout import Readout
 from pipeline.serving.report import Subject, bsa_mosteller, clinical_report
-from pipeline.training.checkpoint import save_checkpoint
 from tests.conftest import make_record
 
 INDICES = {"LV_EDV": 150.0, "LV_ESV": 60.0, "LV_EF": 60.0, "RV_EDV": 160.0, "RV_ESV": 80.0, "RV_EF": 50.0,

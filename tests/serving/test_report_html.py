@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.checkpoint.io import save_checkpoint
 from pipeline.data.acdc import write_patient
 from pipeline.models import build_model
 from pipeline.serving import predict_cli
 from pipeline.serving.report_html import COLOURS, overlay, png
-from pipeline.training.checkpoint import save_checkpoint
 from tests.conftest import make_record
 
 

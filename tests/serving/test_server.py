@@ -28,13 +28,13 @@ import torch
 from mlflow.tracking import MlflowClient
 from mlflow.tracking._tracking_service import utils as tracking_utils
 
+from pipeline.checkpoint.io import load_checkpoint, save_checkpoint
 from pipeline.evaluation.clinical import clinical_indices, phases_from_curves, volume_curves
 from pipeline.inference.predict import Segmenter
 from pipeline.models import build_model
 from pipeline.serving import predict_cli
 from pipeline.serving.codec import decode_dicom_zip, decode_nifti, encode_cine
 from pipeline.serving.model_logging import log_pyfunc_model
-from pipeline.training.checkpoint import load_checkpoint, save_checkpoint
 from tests.conftest import make_record
 
 pytestmark = pytest.mark.slow

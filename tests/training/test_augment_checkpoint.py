@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.errors import DataError
-from pipeline.models import build_model
-from pipeline.preprocessing.store import ClipStore
-from pipeline.training.augment import AugmentConfig, AugmentParams, apply, sample_params, sample_rng
-from pipeline.training.checkpoint import (
+from pipeline.checkpoint.io import (
     check_compatible,
     load_checkpoint,
     model_from_checkpoint,
     save_checkpoint,
 )
+from pipeline.errors import DataError
+from pipeline.models import build_model
+from pipeline.preprocessing.store import ClipStore
+from pipeline.training.augment import AugmentConfig, AugmentParams, apply, sample_params, sample_rng
 from pipeline.training.dataset import ClipDataset
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from pipeline.checkpoint.io import load_checkpoint
 from pipeline.errors import DataError
-from pipeline.training.checkpoint import load_checkpoint
 
 MARKER = Path("/tmp") / f"deunet-pwned-{os.getpid()}"
 

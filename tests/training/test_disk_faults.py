@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from pipeline.checkpoint.io import load_checkpoint
 from pipeline.errors import DataError
 from pipeline.preprocessing.store import ClipStore
 from pipeline.splitting.folds import read_split
-from pipeline.training.checkpoint import load_checkpoint
 from pipeline.training.trainer import TrainConfig, train_fold
 
 CFG = TrainConfig(model="unet", model_args={"base_channels": 4, "depth": 2}, max_epochs=3, batch_size=8,

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pipeline.checkpoint.io import save_checkpoint
 from pipeline.models import build_model
-from pipeline.training.checkpoint import save_checkpoint
 from stages import register
 
 

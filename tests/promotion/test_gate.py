@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.registration.promotion import (
+from pipeline.promotion.gate import (
     CHALLENGER,
     CHAMPION,
     HASH_TAG,
