@@ -31,7 +31,8 @@ import torch
 
 from benchmarks.predict_bench import import_seconds, settings
 from pipeline.checkpoint.io import save_checkpoint
-from pipeline.inference.onnx_network import OnnxNetwork, export_onnx
+from pipeline.inference.onnx_export import export_onnx
+from pipeline.inference.onnx_network import OnnxNetwork
 from pipeline.inference.torch_network import TorchNetwork
 from pipeline.models import build_model
 

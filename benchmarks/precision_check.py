@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         variants = {"fp32": (files, False), "bf16": (files, True)}
         if args.onnx:
-            from pipeline.inference.onnx_network import export_onnx
+            from pipeline.inference.onnx_export import export_onnx
 
             export_onnx(files[0], Path(tmp) / "model.onnx")
             variants["onnx"] = ([Path(tmp) / "model.onnx"], False)

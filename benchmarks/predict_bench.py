@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         models = {"torch": checkpoint}
         if "onnx" in args.runtime:
-            from pipeline.inference.onnx_network import export_onnx
+            from pipeline.inference.onnx_export import export_onnx
 
             models["onnx"] = folder / "model.onnx"
             export_onnx(checkpoint, models["onnx"])

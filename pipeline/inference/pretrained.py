@@ -139,7 +139,7 @@ def package(name: str, checkpoints: Sequence[Path], out_root: Path, *, summary: 
     their ONNX exports, ``card`` as MODEL_CARD.md and the manifest with every file's sha256. The folder
     appears whole or not at all (built beside it, then renamed over any previous one)."""
     from pipeline.checkpoint.io import load_checkpoint, write_checkpoint
-    from pipeline.inference.onnx_network import export_onnx
+    from pipeline.inference.onnx_export import export_onnx
 
     target = out_root / name
     out_root.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,7 @@ from pipeline.checkpoint.io import save_checkpoint
 from pipeline.checkpoint.view import View
 from pipeline.data import imageio
 from pipeline.errors import DataError
-from pipeline.inference import onnx_network
+from pipeline.inference import onnx_export, onnx_network
 from pipeline.inference.predict import Segmenter
 from pipeline.models import available_models, build_model
 from pipeline.serving import predict_cli
@@ -41,7 +41,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     save_checkpoint(checkpoint, model, None, preprocess={"size": 32, "percentiles": [0.5, 99.5]}, fold=0,
                     view=View((30.0, 30.0), (1.5, 1.25)).as_record(), val_dice=float("nan"))  # fmt: skip
     out = folder / "fold0.onnx"
-    assert onnx_network.main(["--model", str(checkpoint), "--out", str(out)]) == 0
+    assert onnx_export.main(["--model", str(checkpoint), "--out", str(out)]) == 0
     return checkpoint, out
 
 
@@ -126,12 +126,12 @@ def test_an_export_that_disagrees_with_torch_or_a_bad_checkpoint_writes_nothing(
     capsys: pytest.CaptureFixture[str],
 ) -> None:  # fmt: skip
     out = tmp_path / "model.onnx"
-    monkeypatch.setattr(onnx_network, "EXPORT_TOLERANCE", -1.0)  # no difference can pass
+    monkeypatch.setattr(onnx_export, "EXPORT_TOLERANCE", -1.0)  # no difference can pass
     with pytest.raises(DataError, match="disagrees with torch"):
-        onnx_network.export_onnx(exported[0], out)
+        onnx_export.export_onnx(exported[0], out)
     assert list(tmp_path.iterdir()) == []
     (tmp_path / "broken.pt").write_bytes(b"\x00" * 10)
-    assert onnx_network.main(["--model", str(tmp_path / "broken.pt"), "--out", str(out)]) == 1
+    assert onnx_export.main(["--model", str(tmp_path / "broken.pt"), "--out", str(out)]) == 1
     assert "broken.pt" in capsys.readouterr().err and not out.exists()
 
 
@@ -140,7 +140,7 @@ def test_every_registry_model_exports_and_runs_like_torch(name: str, tmp_path: P
     torch.manual_seed(0)
     model = build_model(name, radius=1, base_channels=4, depth=2)
     save_checkpoint(tmp_path / "m.pt", model, None, preprocess={"size": 32, "percentiles": [0.5, 99.5]})
-    assert onnx_network.export_onnx(tmp_path / "m.pt", tmp_path / "m.onnx") <= onnx_network.EXPORT_TOLERANCE
+    assert onnx_export.export_onnx(tmp_path / "m.pt", tmp_path / "m.onnx") <= onnx_export.EXPORT_TOLERANCE
     clips = np.random.default_rng(1).standard_normal((5, 3, 32, 32)).astype(np.float32)  # a fourth batch size
     with torch.no_grad():
         expected = torch.softmax(model.eval()(torch.from_numpy(clips)), dim=1).numpy()
