@@ -53,7 +53,7 @@ def merged_params(profile: Path, overrides: list[str]) -> dict[str, Any]:
 
 def store_for(params: dict[str, Any]) -> Path:
     """Preprocess the profile's data once per preprocessing config; returns the store folder."""
-    from pipeline.preprocessing.patient import PreprocessConfig
+    from pipeline.preprocessing.config import PreprocessConfig
     from pipeline.preprocessing.run import preprocess_dataset
 
     cfg = section(params, "preprocess", PreprocessConfig)
@@ -69,7 +69,8 @@ def split_for(store: Path, params: dict[str, Any]) -> Path:
     """The split of the store's patients, duplicate-image patients in one fold."""
     import pandas as pd
 
-    from pipeline.splitting.folds import SplitConfig, make_split, write_split
+    from pipeline.splitting.config import SplitConfig
+    from pipeline.splitting.folds import make_split, write_split
     from pipeline.validation.duplicates import duplicate_image_groups
 
     path = store / "folds.json"
@@ -91,7 +92,8 @@ def train_one(params: dict[str, Any], model: str, fold: int, tag: str) -> dict[s
 
     from pipeline.preprocessing.store import ClipStore
     from pipeline.splitting.folds import read_split
-    from pipeline.training.trainer import TrainConfig, train_fold
+    from pipeline.training.config import TrainConfig
+    from pipeline.training.trainer import train_fold
 
     params["train"] = {**params["train"], "model": model, "folds": [fold]}
     cfg = section(params, "train", TrainConfig)
@@ -135,7 +137,8 @@ def evaluate_one(params: dict[str, Any], model: str, fold: int, tag: str, tta_mo
     """
     import torch
 
-    from pipeline.evaluation.runner import EvaluateConfig, evaluate_patients
+    from pipeline.evaluation.config import EvaluateConfig
+    from pipeline.evaluation.runner import evaluate_patients
     from pipeline.inference.predict import Segmenter
     from pipeline.splitting.folds import read_split
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pipeline.data.acdc import list_patients
 from pipeline.data.phantom import PhantomConfig, generate_dataset
-from pipeline.preprocessing.patient import PreprocessConfig
+from pipeline.preprocessing.config import PreprocessConfig
 from pipeline.preprocessing.run import preprocess_dataset
 
 

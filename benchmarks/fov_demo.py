@@ -28,10 +28,11 @@ from pipeline.data.phantom import PhantomConfig, generate_dataset, iter_records
 from pipeline.evaluation.figures import overlay_figure
 from pipeline.evaluation.metrics import dice
 from pipeline.inference.predict import Segmenter
-from pipeline.preprocessing.patient import PreprocessConfig
+from pipeline.preprocessing.config import PreprocessConfig
 from pipeline.preprocessing.run import preprocess_dataset
 from pipeline.preprocessing.store import ClipStore
-from pipeline.training.trainer import TrainConfig, train_fold
+from pipeline.training.config import TrainConfig
+from pipeline.training.trainer import train_fold
 from pipeline.vocabulary import PHASES, STRUCTURES
 
 REPO = Path(__file__).resolve().parents[1]

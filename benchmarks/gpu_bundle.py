@@ -96,7 +96,8 @@ def fold0_validation(
 
     from pipeline.config import section
     from pipeline.preprocessing.patient import manifest_rows
-    from pipeline.splitting.folds import SplitConfig, make_split
+    from pipeline.splitting.config import SplitConfig
+    from pipeline.splitting.folds import make_split
     from pipeline.validation.duplicates import duplicate_image_groups
 
     places = folders or [Path(r.patient_id) for r in records]

@@ -161,7 +161,7 @@ class Context:
         """The clip store at ``size`` px (r <= 1) and the folds of the pipeline's split of it."""
         from benchmarks.acdc_cv import split_for
         from pipeline.config import section
-        from pipeline.preprocessing.patient import PreprocessConfig
+        from pipeline.preprocessing.config import PreprocessConfig
         from pipeline.preprocessing.run import preprocess_dataset
         from pipeline.splitting.folds import read_split
 
@@ -177,7 +177,7 @@ class Context:
     def train_config(self, **overrides: Any) -> Any:
         """The profile's ``train`` section with ``overrides`` (a TrainConfig)."""
         from pipeline.config import section
-        from pipeline.training.trainer import TrainConfig
+        from pipeline.training.config import TrainConfig
 
         train = {**profile_params()["train"], "model_args": self.sizes.model_args, "folds": [0],
                  "device": self.device.type, "threads": 0, "num_workers": self.sizes.workers,

@@ -430,8 +430,9 @@ def _cost(ctx: Context, name: str, plan: dict[str, Any], n: tuple[int, int], cor
 def _evaluate(ctx: Context, ckpt: Path, val: list[str], fold: int, tta: str) -> dict[str, Any]:
     """Cases of raw and lcc_fill on the fold's validation patients (pipeline.evaluation.runner)."""
     from pipeline.evaluation import summarise
+    from pipeline.evaluation.config import EvaluateConfig
     from pipeline.evaluation.report import headline_means
-    from pipeline.evaluation.runner import EvaluateConfig, evaluate_patients
+    from pipeline.evaluation.runner import evaluate_patients
     from pipeline.inference.predict import Segmenter
 
     seg = Segmenter.from_files([ckpt], device=str(ctx.device), tta=tta, batch_size=64)

@@ -25,7 +25,8 @@ import yaml
 
 from benchmarks.acdc_cv import ROOT, WORK, headline
 from pipeline.data.acdc import read_patient
-from pipeline.evaluation.runner import EvaluateConfig, evaluate_patients
+from pipeline.evaluation.config import EvaluateConfig
+from pipeline.evaluation.runner import evaluate_patients
 from pipeline.inference.predict import Segmenter
 from pipeline.splitting.folds import read_split
 from pipeline.vocabulary import PHASES

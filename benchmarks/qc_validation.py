@@ -39,7 +39,8 @@ OUT = ROOT / "data" / "bench" / "qc_validation"
 def volumes(
     tag: str, model: str, tta: str, data: Path | None = None
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    from pipeline.evaluation.runner import EvaluateConfig, evaluate_patients
+    from pipeline.evaluation.config import EvaluateConfig
+    from pipeline.evaluation.runner import evaluate_patients
     from pipeline.inference.predict import Segmenter
     from pipeline.splitting.folds import read_split
 

@@ -33,16 +33,18 @@ from pipeline.atomic import atomic_directory
 from pipeline.checkpoint.io import load_checkpoint
 from pipeline.config import load_params, section
 from pipeline.evaluation import summarise
+from pipeline.evaluation.config import EvaluateConfig
 from pipeline.evaluation.metrics import STRUCTURE_ORDER
-from pipeline.evaluation.runner import EvaluateConfig, evaluate_patients
+from pipeline.evaluation.runner import evaluate_patients
 from pipeline.inference.predict import Segmenter
 from pipeline.models import available_models
 from pipeline.models.device import resolve_device
 from pipeline.preprocessing.store import ClipStore
 from pipeline.splitting.folds import read_split
 from pipeline.tracking import TrackingConfig, make_tracker, provenance_tags
+from pipeline.training.config import TrainConfig
 from pipeline.training.runkey import run_key
-from pipeline.training.trainer import TrainConfig, train_fold
+from pipeline.training.trainer import train_fold
 from pipeline.vocabulary import PHASES
 
 log = logging.getLogger("benchmarks.table1")

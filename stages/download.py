@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import section
-from pipeline.data.sources import DownloadConfig, acquire
+from pipeline.data.config import DownloadConfig
+from pipeline.data.sources import acquire
 from stages import paths
 from stages._common import parser, run
 

@@ -17,20 +17,15 @@ from pipeline.checkpoint.io import load_checkpoint
 from pipeline.config import section
 from pipeline.errors import DataError
 from pipeline.evaluation import agreement, summarise, table1_markdown
+from pipeline.evaluation.config import EvaluateConfig
 from pipeline.evaluation.metrics import STRUCTURE_ORDER
 from pipeline.evaluation.report import headline_means
-from pipeline.evaluation.runner import (
-    VARIANTS,
-    EvaluateConfig,
-    PatientResult,
-    clinical_table,
-    evaluate_patients,
-)
+from pipeline.evaluation.runner import VARIANTS, PatientResult, clinical_table, evaluate_patients
 from pipeline.inference.predict import Segmenter
 from pipeline.models.device import resolve_device
 from pipeline.splitting.folds import read_split
 from pipeline.tracking import TrackingConfig, make_tracker, provenance_tags
-from pipeline.training.trainer import TrainConfig
+from pipeline.training.config import TrainConfig
 from pipeline.vocabulary import PHASES
 from stages import paths
 from stages._common import parser, repo_root, run

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import section
-from pipeline.preprocessing.patient import PreprocessConfig
+from pipeline.preprocessing.config import PreprocessConfig
 from pipeline.preprocessing.run import preprocess_dataset
 from stages import paths
 from stages._common import parser, run

@@ -24,12 +24,12 @@ from pipeline.atomic import atomic_write_text
 from pipeline.config import section
 from pipeline.data.download import sha256_file
 from pipeline.errors import DataError
+from pipeline.promotion.config import RegisterConfig
 from pipeline.promotion.gate import (
     CHAMPION,
     HASH_TAG,
     SCORE_TAG,
     Decision,
-    RegisterConfig,
     apply_decision,
     champion_of,
     decide,

@@ -11,7 +11,8 @@ from typing import Any
 
 from pipeline.config import section
 from pipeline.errors import DataError
-from pipeline.splitting.folds import SplitConfig, make_split, write_split
+from pipeline.splitting.config import SplitConfig
+from pipeline.splitting.folds import make_split, write_split
 from stages import paths
 from stages._common import parser, run
 

@@ -20,8 +20,9 @@ from pipeline.preprocessing.store import ClipStore
 from pipeline.splitting.folds import read_split
 from pipeline.tracking import TrackingConfig, make_tracker, provenance_tags
 from pipeline.training import distributed as dist
+from pipeline.training.config import TrainConfig
 from pipeline.training.runkey import run_key
-from pipeline.training.trainer import FoldResult, TrainConfig, train_fold
+from pipeline.training.trainer import FoldResult, train_fold
 from pipeline.tuning.config import TUNABLE
 from stages import paths
 from stages._common import parser, repo_root, run

@@ -14,7 +14,8 @@ import pandas as pd
 from pipeline.atomic import atomic_write_text
 from pipeline.config import section
 from pipeline.errors import DataError
-from pipeline.validation.manifest_suite import ValidateConfig, validate_manifest
+from pipeline.validation.config import ValidateConfig
+from pipeline.validation.manifest_suite import validate_manifest
 from stages import paths
 from stages._common import parser, run
 

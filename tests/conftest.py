@@ -18,9 +18,10 @@ import yaml
 
 from pipeline.data.acdc import PatientInfo, PatientRecord, affine_from_spacing, write_patient
 from pipeline.data.phantom import PhantomConfig, generate_dataset
-from pipeline.preprocessing.patient import PreprocessConfig
+from pipeline.preprocessing.config import PreprocessConfig
 from pipeline.preprocessing.run import preprocess_dataset
-from pipeline.splitting.folds import SplitConfig, make_split, write_split
+from pipeline.splitting.config import SplitConfig
+from pipeline.splitting.folds import make_split, write_split
 
 REPO = Path(__file__).resolve().parents[1]
 ACDC_ROI = Path(os.environ.get("ACDC_ROI", REPO.parent / "shared" / "data" / "acdc-roi"))

@@ -6,8 +6,8 @@ from typing import Any
 
 from pipeline.config import from_dict
 from pipeline.errors import ConfigError, DataError
+from pipeline.preprocessing.config import PreprocessConfig
 from pipeline.preprocessing.geometry import Geometry
-from pipeline.preprocessing.patient import PreprocessConfig
 
 #: What a checkpoint from before the geometry option means: Geometry's own defaults.
 _BEFORE_GEOMETRY: dict[str, Any] = {"geometry": Geometry.mode, "spacing_mm": Geometry.spacing_mm}

@@ -25,46 +25,16 @@ from pipeline.evaluation.clinical import (
     phases_from_curves,
     volume_curves,
 )
+from pipeline.evaluation.config import EvaluateConfig
 from pipeline.evaluation.metrics import STRUCTURE_ORDER, evaluate_case
 from pipeline.evaluation.quality import assess, phase_consistency, qc_columns
 from pipeline.inference.postprocess import POSTPROCESS_MODES
 from pipeline.inference.predict import Segmenter, postprocess_volume
-from pipeline.inference.tta import TTA_MODES
 from pipeline.vocabulary import PHASES
 
 log = logging.getLogger(__name__)
 #: Every post-processing variant is scored; ``evaluate.postprocess`` picks the headline one.
 VARIANTS = POSTPROCESS_MODES
-
-
-@dataclass(frozen=True)
-class EvaluateConfig:
-    """The ``evaluate`` section of params.yaml.
-
-    postprocess: which variant the headline metrics use: "raw", "lcc" (largest connected component per
-    structure) or "lcc_fill" (lcc, then holes filled); all are always computed and reported. Predict and
-    serving apply the same one (pipeline.inference.postprocess).
-    tta: test-time augmentation of the Segmenter: "none", "flips" or "dihedral".
-    whole_cycle: segment every frame (volume curves, ED/ES from the curves, per-frame metrics).
-    overlays: number of patients drawn as contour overlays at ED and ES.
-    batch_size: clips per forward pass.
-    """
-
-    postprocess: str = "lcc_fill"
-    tta: str = "flips"
-    whole_cycle: bool = True
-    overlays: int = 3
-    batch_size: int = 32
-
-    def __post_init__(self) -> None:
-        if self.postprocess not in VARIANTS:
-            raise ValueError(f"postprocess must be one of {list(VARIANTS)}, got {self.postprocess!r}")
-        if self.tta not in TTA_MODES:
-            raise ValueError(f"tta must be one of {list(TTA_MODES)}, got {self.tta!r}")
-        if self.overlays < 0 or self.batch_size < 1:
-            raise ValueError(
-                f"overlays must be >= 0 and batch_size >= 1, got {self.overlays}, {self.batch_size}"
-            )
 
 
 @dataclass

@@ -10,7 +10,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from pipeline.data.acdc import list_patients
-from pipeline.preprocessing.patient import PreprocessConfig, PreprocessedPatient, preprocess_patient
+from pipeline.preprocessing.config import PreprocessConfig
+from pipeline.preprocessing.patient import PreprocessedPatient, preprocess_patient
 from pipeline.preprocessing.store import write_store
 
 log = logging.getLogger(__name__)

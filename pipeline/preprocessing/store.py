@@ -28,7 +28,8 @@ import pandas as pd
 from pipeline.atomic import atomic_directory
 from pipeline.errors import DataError
 from pipeline.preprocessing.clips import narrow
-from pipeline.preprocessing.patient import PreprocessConfig, PreprocessedPatient
+from pipeline.preprocessing.config import PreprocessConfig
+from pipeline.preprocessing.patient import PreprocessedPatient
 
 FORMAT_VERSION = 1
 

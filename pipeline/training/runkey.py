@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.preprocessing.store import ClipStore
-from pipeline.training.trainer import TrainConfig
+from pipeline.training.config import TrainConfig
 
 _PIPELINE = Path(__file__).resolve().parents[1]
 

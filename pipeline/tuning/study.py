@@ -28,8 +28,9 @@ from pipeline.preprocessing.store import ClipStore
 from pipeline.splitting.folds import read_split
 from pipeline.tracking import TrackingConfig, make_tracker
 from pipeline.tracking.config import redact_uri
+from pipeline.training.config import TrainConfig
 from pipeline.training.runkey import content_key
-from pipeline.training.trainer import TrainConfig, train_fold
+from pipeline.training.trainer import train_fold
 from pipeline.tuning.config import TUNABLE, TuneConfig
 
 if TYPE_CHECKING:

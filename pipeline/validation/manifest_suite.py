@@ -16,8 +16,8 @@ from typing import Any
 
 import pandas as pd
 
-from pipeline.config import check_pair
 from pipeline.data.acdc import GROUPS, UNKNOWN_GROUP
+from pipeline.validation.config import ValidateConfig
 from pipeline.validation.duplicates import duplicate_image_groups
 from pipeline.vocabulary import LABELS, PHASES
 
@@ -31,25 +31,6 @@ ID_COLUMNS = ["patient", "phase"]
 # A patient copied under a new id (the same image and the same labels) is a fault. The same image annotated
 # twice under two ids is a quirk of real data (ACDC 074/076): a warning, and the split keeps them together.
 DUPLICATE_COLUMNS = ["image_sha1", "label_sha1", "phase"]
-
-
-@dataclass(frozen=True)
-class ValidateConfig:
-    """The ``validate`` section of params.yaml: plausible ranges for cine MRI of the heart."""
-
-    inplane_spacing_mm: tuple[float, float] = (0.5, 3.0)
-    slice_spacing_mm: tuple[float, float] = (3.0, 15.0)
-    frames: tuple[int, int] = (8, 60)
-    slices: tuple[int, int] = (3, 30)
-    inplane_pixels: tuple[int, int] = (48, 1024)
-    min_structure_ml: float = 0.1
-
-    def __post_init__(self) -> None:
-        check_pair("inplane_spacing_mm", self.inplane_spacing_mm, low=0.0)
-        check_pair("slice_spacing_mm", self.slice_spacing_mm, low=0.0)
-        check_pair("frames", self.frames, low=1)
-        check_pair("slices", self.slices, low=1)
-        check_pair("inplane_pixels", self.inplane_pixels, low=1)
 
 
 def build_expectations(cfg: ValidateConfig) -> list[Any]:

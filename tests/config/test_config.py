@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import load_params, section
+from pipeline.data.config import DownloadConfig
 from pipeline.data.phantom import PhantomConfig
-from pipeline.data.sources import DownloadConfig
 from pipeline.errors import ConfigError
-from pipeline.preprocessing.patient import PreprocessConfig
-from pipeline.splitting.folds import SplitConfig
-from pipeline.validation.manifest_suite import ValidateConfig
+from pipeline.preprocessing.config import PreprocessConfig
+from pipeline.splitting.config import SplitConfig
+from pipeline.validation.config import ValidateConfig
 from tests.conftest import REPO
 
 
@@ -98,7 +98,7 @@ def test_console_script_dispatches_and_rejects_unknown(capsys: pytest.CaptureFix
 
 def test_yaml11_exponents_are_numbers(tmp_path: Path) -> None:
     """`lr: 3e-4` is a string to PyYAML (YAML 1.1 wants `3.0e-4`); a float field takes it as the number."""
-    from pipeline.training.trainer import TrainConfig
+    from pipeline.training.config import TrainConfig
 
     path = tmp_path / "params.yaml"
     path.write_text("train:\n  lr: 3e-4\n  weight_decay: 1E-5\n")

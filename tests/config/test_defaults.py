@@ -5,16 +5,16 @@ from __future__ import annotations
 import pytest
 
 from pipeline.config import from_dict, load_params
-from pipeline.data.sources import DownloadConfig
-from pipeline.evaluation.runner import EvaluateConfig
+from pipeline.data.config import DownloadConfig
+from pipeline.evaluation.config import EvaluateConfig
 from pipeline.orchestration.config import OrchestrateConfig
-from pipeline.preprocessing.patient import PreprocessConfig
-from pipeline.promotion.gate import RegisterConfig
-from pipeline.splitting.folds import SplitConfig
+from pipeline.preprocessing.config import PreprocessConfig
+from pipeline.promotion.config import RegisterConfig
+from pipeline.splitting.config import SplitConfig
 from pipeline.tracking.config import TrackingConfig
-from pipeline.training.trainer import TrainConfig
+from pipeline.training.config import TrainConfig
 from pipeline.tuning.config import TuneConfig
-from pipeline.validation.manifest_suite import ValidateConfig
+from pipeline.validation.config import ValidateConfig
 from tests.conftest import REPO
 
 SECTIONS = {"download": DownloadConfig, "preprocess": PreprocessConfig, "validate": ValidateConfig,

@@ -10,9 +10,9 @@ import yaml
 
 from pipeline import profiles
 from pipeline.config import load_params, section
-from pipeline.evaluation.runner import EvaluateConfig
-from pipeline.preprocessing.patient import PreprocessConfig
-from pipeline.training.trainer import TrainConfig
+from pipeline.evaluation.config import EvaluateConfig
+from pipeline.preprocessing.config import PreprocessConfig
+from pipeline.training.config import TrainConfig
 from tests.conftest import REPO
 
 

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from pipeline.data.phantom import PhantomConfig, generate_dataset
-from pipeline.preprocessing.patient import PreprocessConfig
+from pipeline.preprocessing.config import PreprocessConfig
 from pipeline.preprocessing.run import preprocess_dataset
 
 # relative paths, as DVC runs the stages (patients.json and the manifest record them)

@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.data.acdc import write_patient
+from pipeline.evaluation.config import EvaluateConfig
 from pipeline.evaluation.report import summarise, table1_markdown
-from pipeline.evaluation.runner import EvaluateConfig, clinical_table, evaluate_patient
+from pipeline.evaluation.runner import clinical_table, evaluate_patient
 from tests.conftest import make_record
 
 

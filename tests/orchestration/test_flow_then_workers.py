@@ -14,7 +14,8 @@ from prefect import flow
 
 from pipeline.preprocessing.store import ClipStore
 from pipeline.splitting.folds import read_split
-from pipeline.training.trainer import TrainConfig, train_fold
+from pipeline.training.config import TrainConfig
+from pipeline.training.trainer import train_fold
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 CFG = TrainConfig(model="unet", model_args={"base_channels": 4, "depth": 2}, max_epochs=2, batch_size=8,

@@ -12,9 +12,9 @@ import pytest
 from pipeline.data.acdc import write_patient
 from pipeline.errors import DataError
 from pipeline.preprocessing.clips import clip_frames, narrow
+from pipeline.preprocessing.config import PreprocessConfig
 from pipeline.preprocessing.geometry import Geometry
 from pipeline.preprocessing.intensity import apply_normalisation, normalise
-from pipeline.preprocessing.patient import PreprocessConfig
 from pipeline.preprocessing.run import preprocess_dataset
 from pipeline.preprocessing.store import ClipStore
 from tests.conftest import make_record

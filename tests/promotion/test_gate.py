@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.promotion.config import RegisterConfig
 from pipeline.promotion.gate import (
     CHALLENGER,
     CHAMPION,
     HASH_TAG,
     SCORE_TAG,
-    RegisterConfig,
     apply_decision,
     beats,
     decide,

@@ -404,7 +404,8 @@ def test_predict_cli_bad_input_names_the_file(served: Served, tmp_path: Path,
 
 def test_predict_served_model_and_evaluate_give_identical_labels(served: Served, tmp_path: Path) -> None:
     """One code path: ``deunet predict``, the HTTP server and evaluate's headline variant agree exactly."""
-    from pipeline.evaluation.runner import EvaluateConfig, evaluate_patient
+    from pipeline.evaluation.config import EvaluateConfig
+    from pipeline.evaluation.runner import evaluate_patient
     from tests.conftest import write_patient
 
     record = make_record(seed=3)

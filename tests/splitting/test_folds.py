@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import ConfigError, DataError
-from pipeline.splitting.folds import SplitConfig, make_split, read_split, write_split
+from pipeline.splitting.config import SplitConfig
+from pipeline.splitting.folds import make_split, read_split, write_split
 
 GROUPS = {f"patient{i:03d}": ("NOR", "DCM", "HCM", "MINF", "RV")[i % 5] for i in range(1, 51)}
 

@@ -24,9 +24,10 @@ from pipeline.preprocessing.store import ClipStore
 from pipeline.splitting.folds import read_split
 from pipeline.training.augment import AugmentConfig, AugmentParams, apply
 from pipeline.training.batch_augment import augment_batch, epoch_params, epoch_table, param_table
+from pipeline.training.config import TrainConfig
 from pipeline.training.dataset import ClipDataset
 from pipeline.training.device_data import DeviceClips
-from pipeline.training.trainer import TrainConfig, resolve_loader, train_fold, validation_dice
+from pipeline.training.trainer import resolve_loader, train_fold, validation_dice
 from pipeline.training.writer import CheckpointWriter
 from pipeline.vocabulary import STRUCTURES
 

@@ -15,7 +15,8 @@ from pipeline.checkpoint.io import load_checkpoint
 from pipeline.errors import DataError
 from pipeline.preprocessing.store import ClipStore
 from pipeline.splitting.folds import read_split
-from pipeline.training.trainer import TrainConfig, train_fold
+from pipeline.training.config import TrainConfig
+from pipeline.training.trainer import train_fold
 
 CFG = TrainConfig(model="unet", model_args={"base_channels": 4, "depth": 2}, max_epochs=3, batch_size=8,
                   threads=1, device="cpu")  # fmt: skip

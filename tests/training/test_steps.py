@@ -18,8 +18,9 @@ import torch
 
 from pipeline.errors import ConfigError
 from pipeline.models import DiceCELoss, build_model
+from pipeline.training.config import TrainConfig
 from pipeline.training.steps import EagerStep, GraphedStep, make_step
-from pipeline.training.trainer import TrainConfig, resolve_cuda_graph
+from pipeline.training.trainer import resolve_cuda_graph
 
 CPU = torch.device("cpu")
 

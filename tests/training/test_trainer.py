@@ -14,7 +14,8 @@ from pipeline.errors import ConfigError
 from pipeline.preprocessing.store import ClipStore
 from pipeline.splitting.folds import read_split
 from pipeline.training.augment import AugmentConfig
-from pipeline.training.trainer import TrainConfig, train_fold
+from pipeline.training.config import TrainConfig
+from pipeline.training.trainer import train_fold
 
 CFG = TrainConfig(model="unet", model_args={"base_channels": 4, "depth": 2}, max_epochs=3, batch_size=8,
                   patience=3, seed=1, threads=1, schedule="poly", warmup_epochs=1, deep_supervision=1,

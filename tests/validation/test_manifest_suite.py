@@ -9,7 +9,8 @@ import pytest
 
 from pipeline.data.acdc import read_patient
 from pipeline.preprocessing.patient import manifest_rows
-from pipeline.validation.manifest_suite import COLUMNS, ValidateConfig, validate_manifest
+from pipeline.validation.config import ValidateConfig
+from pipeline.validation.manifest_suite import COLUMNS, validate_manifest
 from tests.conftest import make_record
 
 
