@@ -122,20 +122,12 @@ def volumes(tag: str, model: str, tta: str, folds: list[int] | None = None, limi
 
 
 def quality_readout(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """How the QC score and flags separate the bad volumes (mean Dice < 0.85 or mean HD > 15 mm)."""
-    from scipy.stats import spearmanr
+    """How the QC score and flags separate the bad volumes (pipeline.evaluation.quality.qc_readout)."""
+    from pipeline.evaluation.quality import qc_readout
 
-    from pipeline.evaluation.quality import auroc
-
-    dice = np.array([np.mean([r["metrics"][s]["dice"] for s in r["metrics"]]) for r in rows])
-    hd = np.array([np.mean([r["metrics"][s]["hd"] for s in r["metrics"]]) for r in rows])
-    score = np.array([r["qc_score"] for r in rows])
-    flagged = np.array([bool(r["qc_flags"]) for r in rows])
-    bad, worst = (dice < 0.85) | ~(hd <= 15.0), dice < 0.80
-    return {"bad": int(bad.sum()), "auroc_bad": round(auroc(score, bad), 3),
-            "spearman_score_vs_dice": round(float(spearmanr(score, dice).statistic), 3),
-            "flagged_of_dice_below_0.80": f"{int((flagged & worst).sum())} of {int(worst.sum())}",
-            "flagged_of_good": f"{int((flagged & ~bad).sum())} of {int((~bad).sum())}"}  # fmt: skip
+    return qc_readout([np.mean([r["metrics"][s]["dice"] for s in r["metrics"]]) for r in rows],
+                      [np.mean([r["metrics"][s]["hd"] for s in r["metrics"]]) for r in rows],
+                      [r["qc_score"] for r in rows], [bool(r["qc_flags"]) for r in rows])  # fmt: skip
 
 
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:

@@ -104,15 +104,12 @@ def clinical_agreement(patients: list[dict[str, Any]]) -> dict[str, Any]:
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     from scipy.stats import spearmanr
 
-    from pipeline.evaluation.quality import CONSISTENCY_MEASURES, auroc
+    from pipeline.evaluation.quality import BAD_DICE, BAD_HD_MM, CONSISTENCY_MEASURES, auroc, qc_readout
 
     dice = np.array([r["dice"] for r in rows])
     hd = np.array([r["hd"] for r in rows])
-    score = np.array([r["score"] for r in rows])
-    flagged = np.array([bool(r["flags"]) for r in rows])
-    bad = (dice < 0.85) | (hd > 15.0)
-    worst = dice < 0.80
-    rho = spearmanr(score, dice).statistic
+    readout = qc_readout(dice, hd, [r["score"] for r in rows], [bool(r["flags"]) for r in rows])
+    bad = (dice < BAD_DICE) | ~(hd <= BAD_HD_MM)
     estimated = np.array([r["estimated_dice"] for r in rows])
     alone = {}  # each consistency measure on its own (lower: worse)
     for name in CONSISTENCY_MEASURES.values():  # a measure a volume lacks (no ventricle): nothing doubted
@@ -124,14 +121,12 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     for r in rows:
         for f in r["flags"]:
             counts[f.split("@")[0]] = counts.get(f.split("@")[0], 0) + 1
-    return {"volumes": len(rows), "bad": int(bad.sum()), "dice_below_0.80": int(worst.sum()),
-            "spearman_score_vs_dice": round(float(rho), 3), "auroc_bad": round(auroc(score, bad), 3),
+    return {"volumes": len(rows), "bad": readout["bad"], "dice_below_0.80": readout["dice_below_0.80"],
+            "spearman_score_vs_dice": readout["spearman_score_vs_dice"], "auroc_bad": readout["auroc_bad"],
             "estimated_dice_alone": {"spearman_vs_dice": round(float(spearmanr(estimated, dice).statistic), 3),
                                      "auroc_bad": round(auroc(-estimated, bad), 3)},
             "consistency_alone": alone,
-            "flagged_of_dice_below_0.80": f"{int((flagged & worst).sum())} of {int(worst.sum())}",
-            "flagged_of_good": f"{int((flagged & ~bad).sum())} of {int((~bad).sum())}",
-            "flagged_of_bad": f"{int((flagged & bad).sum())} of {int(bad.sum())}",
+            **{k: readout[k] for k in ("flagged_of_dice_below_0.80", "flagged_of_good", "flagged_of_bad")},
             "worst_unflagged": sorted((round(r["dice"], 3), r["patient"], r["phase"]) for r in rows
                                        if r["dice"] < 0.80 and not r["flags"]),
             "flag_counts": dict(sorted(counts.items(), key=lambda kv: -kv[1]))}  # fmt: skip

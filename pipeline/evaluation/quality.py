@@ -352,3 +352,27 @@ def auroc(scores: Sequence[float] | np.ndarray, positive: Sequence[bool] | np.nd
         return float("nan")
     greater = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
     return float(greater / (len(pos) * len(neg)))
+
+
+#: How quality control is validated (benchmarks.qc_validation, benchmarks.fullfov_eval): a volume is bad
+#: when its mean Dice is under BAD_DICE or its mean HD over BAD_HD_MM (or undefined); under WORST_DICE it
+#: must be flagged.
+BAD_DICE, BAD_HD_MM, WORST_DICE = 0.85, 15.0, 0.80
+
+
+def qc_readout(dice: Sequence[float] | np.ndarray, hd_mm: Sequence[float] | np.ndarray,
+               score: Sequence[float] | np.ndarray, flagged: Sequence[bool] | np.ndarray) -> dict[str, Any]:  # fmt: skip
+    """How the QC ``score`` and ``flagged`` verdicts of volumes separate the bad ones (see BAD_DICE), given
+    each volume's true mean Dice and mean HD: AUROC, Spearman correlation of score and Dice (negative is
+    right), and how many volumes under WORST_DICE, good and bad are flagged."""
+    from scipy.stats import spearmanr
+
+    dice, hd_mm = np.asarray(dice, dtype=np.float64), np.asarray(hd_mm, dtype=np.float64)
+    score, flagged = np.asarray(score, dtype=np.float64), np.asarray(flagged, dtype=bool)
+    bad, worst = (dice < BAD_DICE) | ~(hd_mm <= BAD_HD_MM), dice < WORST_DICE
+    return {"bad": int(bad.sum()), "dice_below_0.80": int(worst.sum()),
+            "spearman_score_vs_dice": round(float(spearmanr(score, dice).statistic), 3),
+            "auroc_bad": round(auroc(score, bad), 3),
+            "flagged_of_dice_below_0.80": f"{int((flagged & worst).sum())} of {int(worst.sum())}",
+            "flagged_of_good": f"{int((flagged & ~bad).sum())} of {int((~bad).sum())}",
+            "flagged_of_bad": f"{int((flagged & bad).sum())} of {int(bad.sum())}"}  # fmt: skip

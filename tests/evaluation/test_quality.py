@@ -203,3 +203,16 @@ def test_an_rv_in_two_pieces_and_an_open_apical_tip_raise_no_flag(monkeypatch: p
     opened = labels.copy()
     opened[4][(opened[4] == MYO) & (xx > 72)] = 0  # the same opening on a full-size slice is flagged
     assert "lv_open@ED" in assess({"ED": opened}).flags
+
+
+def test_qc_readout_counts_bad_worst_and_flagged_volumes() -> None:
+    dice = [0.95, 0.90, 0.84, 0.70, 0.92]
+    hd = [5.0, 20.0, 8.0, 30.0, float("nan")]  # HD over 15 mm or undefined: bad too
+    score = [0.1, 2.0, 3.0, 5.0, 1.0]
+    flagged = [False, True, False, True, True]
+    got = quality.qc_readout(dice, hd, score, flagged)
+    assert got["bad"] == 4 and got["dice_below_0.80"] == 1
+    assert got["auroc_bad"] == 1.0  # every bad volume scores above the one good volume
+    assert got["spearman_score_vs_dice"] < 0
+    assert got["flagged_of_dice_below_0.80"] == "1 of 1"
+    assert got["flagged_of_good"] == "0 of 1" and got["flagged_of_bad"] == "3 of 4"
