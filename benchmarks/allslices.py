@@ -19,8 +19,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from benchmarks.acdc_cv import ROOT
-
+ROOT = Path(__file__).resolve().parents[1]
 FULLFOV = ROOT.parent / "shared" / "data" / "acdc-fullfov"
 ROI = ROOT.parent / "shared" / "data" / "acdc-roi"
 OUT = ROOT / "data" / "bench" / "acdc-allslices"

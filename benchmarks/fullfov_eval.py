@@ -27,9 +27,10 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from benchmarks.acdc_cv import ROOT, WORK
 from pipeline.evaluation.agreement import AGREEMENT_KEYS
+from pipeline.experiments.workspace import Workspace
 
+ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "data" / "bench" / "fullfov_eval"
 FULLFOV = ROOT.parent / "shared" / "data" / "acdc-fullfov"
 
@@ -51,30 +52,22 @@ def _runs(tag: str, model: str, folds: list[int] | None) -> list[tuple[int, list
     """(fold, validation patients, model files) of each finished fold of ``tag``; for ``shipped:NAME``
     one run, fold -1: that shipped model (its ONNX export) on every patient of acdc-fullfov."""
     from pipeline.inference.pretrained import is_shipped, shipped_model
-    from pipeline.splitting.folds import read_split
 
     if is_shipped(tag):
         patients = sorted(d.name for d in FULLFOV.iterdir() if (d / "Info.cfg").is_file())
         return [(-1, patients, shipped_model(tag).files("onnx"))]
-    runs = []
-    for work in sorted(t.parent for t in (WORK / tag / model).glob("fold*/timing.json")):  # finished folds
-        fold = int(work.name.removeprefix("fold"))
-        if folds is None or fold in folds:
-            timing = json.loads((work / "timing.json").read_text())
-            val = read_split(ROOT / timing["store"] / "folds.json")["folds"][fold]["val"]
-            runs.append((fold, val, [work / timing["model_file"]]))
-    return runs
+    return [(run.fold, run.val, run.files) for run in Workspace.default(ROOT).runs(tag, model, folds)]
 
 
 def volumes(tag: str, model: str, tta: str, folds: list[int] | None = None, limit: int | None = None,
             save: Path | None = None) -> list[dict[str, Any]]:  # fmt: skip
     """One row per validation volume; with ``save``, each volume's predicted (post-processed and raw) and
     reference labels go there as ``<patient>_<phase>.npz`` (for looking at the failures)."""
+    from pipeline.clinical.indices import clinical_indices
+    from pipeline.clinical.quality_control import assess, estimated_dice, volume_consistency
     from pipeline.data.acdc import parse_info_cfg
     from pipeline.data.imageio import spacing_zyx, to_memory
-    from pipeline.evaluation.clinical import clinical_indices
     from pipeline.evaluation.metrics import evaluate_case
-    from pipeline.evaluation.quality import assess, estimated_dice, volume_consistency
     from pipeline.inference.predict import Segmenter, postprocess_volume
 
     rows = []
@@ -123,7 +116,7 @@ def volumes(tag: str, model: str, tta: str, folds: list[int] | None = None, limi
 
 def quality_readout(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """How the QC score and flags separate the bad volumes (pipeline.evaluation.quality.qc_readout)."""
-    from pipeline.evaluation.quality import qc_readout
+    from pipeline.clinical.quality_control import qc_readout
 
     return qc_readout([np.mean([r["metrics"][s]["dice"] for s in r["metrics"]]) for r in rows],
                       [np.mean([r["metrics"][s]["hd"] for s in r["metrics"]]) for r in rows],

@@ -20,120 +20,13 @@ import argparse
 import json
 import multiprocessing as mp
 import platform
-import resource
-import statistics
 import sys
-import time
 from typing import Any
 
-import numpy as np
 import torch
 
-from pipeline.models import DiceCELoss, available_models, build_model
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _peak_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-
-
-def _base_mb(device: torch.device) -> float:
-    """Memory in use before the model exists (CPU: this process's RSS after its imports)."""
-    if device.type == "cuda":
-        return torch.cuda.memory_allocated(device) / 2**20
-    import psutil
-
-    return psutil.Process().memory_info().rss / 2**20
-
-
-def _setup(
-    job: dict[str, Any], channels_last: bool
-) -> tuple[argparse.Namespace, torch.device, float, torch.nn.Module]:
-    """In the job's process: threads, device, the memory in use before the model, and the model."""
-    args = argparse.Namespace(**job["args"])
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    base = _base_mb(device)
-    torch.manual_seed(0)
-    model = build_model(job["model"], radius=args.radius, **json.loads(args.model_args)).to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    return args, device, base, model
-
-
-def infer_job(job: dict[str, Any]) -> dict[str, Any]:
-    """One (model, batch, variant) inference measurement, in its own process."""
-    from pipeline.inference.predict import Segmenter
-
-    args, device, base, model = _setup(job, job["channels_last"])
-    seg = Segmenter(model, size=args.size, device=device, batch_size=job["batch"], bf16=job["bf16"])
-    if job["compile"]:  # compile each member's torch module inside its TorchNetwork
-        backend = job.get("compile_backend", "inductor")
-        for net in seg.models:
-            net.module = torch.compile(net.module, dynamic=False, backend=backend)  # type: ignore[attr-defined]
-    rng = np.random.default_rng(0)
-    cine = rng.normal(100, 30, (args.frames, args.slices, args.size, args.size)).astype(np.float32)
-    for _ in range(args.warmup):
-        seg.predict(cine)
-    _sync(device)
-    times = []
-    for _ in range(args.repeats):
-        start = time.perf_counter()
-        seg.predict(cine)
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return {**job, "args": None, "seconds": statistics.median(times), "all_seconds": times,
-            "peak_mb": _peak_mb(device), "base_mb": base}  # fmt: skip
-
-
-def train_job(job: dict[str, Any]) -> dict[str, Any]:
-    """Training throughput (clips/s) and peak memory of one model, in its own process (channels_last: NHWC
-    weights and clips, as the trainer's ``train.channels_last`` runs them; cuda_graph: the step replayed
-    from a CUDA graph, as the trainer's ``train.cuda_graph`` runs it)."""
-    args, device, base, model = _setup(job, job.get("channels_last", False))
-    model.train()
-    from pipeline.models.precision import autocast
-    from pipeline.training.steps import GraphedStep, make_step
-    from pipeline.training.trainer import make_optimizer, prepare_device
-
-    prepare_device(device)  # as the trainer runs: cuDNN autotuning and fused Adam on CUDA
-    optimizer = make_optimizer(model.parameters(), 2e-4, 0.0, device)
-    loss_fn = DiceCELoss()
-    b, t = args.train_batch, 2 * args.radius + 1
-    clips = torch.randn(b, t, args.size, args.size, device=device)
-    if job.get("channels_last"):
-        clips = clips.contiguous(memory_format=torch.channels_last)
-    labels = torch.randint(0, 4, (b, args.size, args.size), device=device)
-
-    def loss_of(clip: torch.Tensor, label: torch.Tensor, cache: bool) -> torch.Tensor:
-        with autocast(device, device.type == "cuda", cache):  # bf16 on CUDA, fp32 on the CPU
-            logits = model(clip)
-        return loss_fn(logits.float(), label)
-
-    step = make_step(optimizer, loss_of, graph=bool(job.get("cuda_graph")), batch_size=b, device=device)
-    graphed = isinstance(step, GraphedStep)
-    for _ in range(args.warmup + (step.warmup + 1 if graphed else 0)):  # a graph: its warm-up and capture
-        step(clips, labels)
-    _sync(device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    start = time.perf_counter()
-    for _ in range(args.train_steps):
-        step(clips, labels)
-    _sync(device)
-    seconds = time.perf_counter() - start
-    out = {**job, "args": None, "clips_per_s": b * args.train_steps / seconds, "peak_mb": _peak_mb(device),
-           "base_mb": base}  # fmt: skip
-    if graphed:
-        out["graph"] = "failed: " + step.failed if step.failed else f"{step.replays} replays"
-    return out
+from pipeline.experiments.speed import infer_job, train_job
+from pipeline.models import available_models
 
 
 def _run(target: Any, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:

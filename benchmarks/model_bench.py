@@ -22,9 +22,6 @@ import argparse
 import json
 import platform
 import statistics
-import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -34,27 +31,9 @@ import torchvision
 import yaml
 from torch.utils.flop_counter import FlopCounterMode
 
+from pipeline.experiments.speed import bench_deform, timed_ms
 from pipeline.models import DiceCELoss, available_models, build_model
-from pipeline.models.deform_conv import deform_conv2d
-from pipeline.models.precision import bf16_enabled
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _timed(fn: Callable[[], Any], device: torch.device) -> float:
-    """Wall time of one call in ms, synchronised on CUDA."""
-    _sync(device)
-    start = time.perf_counter()
-    fn()
-    _sync(device)
-    return (time.perf_counter() - start) * 1e3
-
-
-def _autocast(device: torch.device, bf16: bool) -> AbstractContextManager[Any]:
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+from pipeline.models.precision import autocast, bf16_enabled
 
 
 def bench_models(
@@ -76,7 +55,7 @@ def bench_models(
     for name, model in models.items():
         model.eval()
         counter = FlopCounterMode(display=False)
-        with torch.no_grad(), _autocast(device, bf16), counter:
+        with torch.no_grad(), autocast(device, bf16), counter:
             model(clip)
         rows[name] = {
             "model": name,
@@ -87,11 +66,11 @@ def bench_models(
         }
 
     def forward(model: torch.nn.Module) -> None:
-        with torch.no_grad(), _autocast(device, bf16):
+        with torch.no_grad(), autocast(device, bf16):
             model(clip)
 
     def forward_backward(model: torch.nn.Module) -> None:
-        with _autocast(device, bf16):
+        with autocast(device, bf16):
             loss = loss_fn(model(clip), target)
         loss.backward()
         model.zero_grad(set_to_none=True)
@@ -99,9 +78,9 @@ def bench_models(
     for round_ in range(args.warmup + args.repeats):
         for name, model in models.items():
             model.eval()
-            fwd = _timed(partial(forward, model), device)
+            fwd = timed_ms(partial(forward, model), device)
             model.train()
-            step = _timed(partial(forward_backward, model), device)
+            step = timed_ms(partial(forward_backward, model), device)
             if round_ >= args.warmup:
                 rows[name]["forward_ms"].append(fwd)
                 rows[name]["train_step_ms"].append(step)
@@ -109,35 +88,6 @@ def bench_models(
         row["forward_ms_median"] = statistics.median(row["forward_ms"])
         row["train_step_ms_median"] = statistics.median(row["train_step_ms"])
     return list(rows.values())
-
-
-def bench_deform(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
-    """grid_sample path vs torchvision's kernel vs plain conv, forward+backward, on one device."""
-    b, c, h, w = (int(v) for v in args.deform_shape.split("x"))
-    torch.manual_seed(0)
-    x = torch.randn(b, c, h, w, device=device)
-    weight = torch.randn(c, c, 3, 3, device=device) / (3 * c**0.5)
-    offset = torch.randn(b, 18, h, w, device=device)
-
-    def run(kind: str) -> torch.Tensor:
-        leaves = [t.clone().requires_grad_() for t in (x, offset, weight)]
-        if kind == "conv":
-            out = torch.nn.functional.conv2d(leaves[0], leaves[2], padding=1)
-        else:
-            out = deform_conv2d(leaves[0], leaves[1], leaves[2], padding=1, backend=kind)  # type: ignore[arg-type]
-        out.sum().backward()
-        return out.detach()
-
-    result: dict[str, Any] = {"shape": [b, c, h, w]}
-    outputs = {}
-    for kind in ("conv", "grid_sample", "torchvision"):
-        outputs[kind] = run(kind)  # warm-up, and the values to compare
-        times = [_timed(partial(run, kind), device) for _ in range(args.deform_repeats)]
-        result[f"{kind}_ms"] = statistics.median(times)
-    diff = (outputs["grid_sample"] - outputs["torchvision"]).abs().max().item()
-    result["max_abs_diff"] = diff
-    result["max_abs_value"] = outputs["torchvision"].abs().max().item()
-    return result
 
 
 def run_device(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
@@ -169,7 +119,7 @@ def run_device(args: argparse.Namespace, device: torch.device) -> dict[str, Any]
         "FLOPs exclude grid_sample (deformable sampling, flow warps) and, on CUDA, torchvision's deform_conv2d."
     )
     if not args.skip_deform:
-        deform = bench_deform(args, device)
+        deform = bench_deform(args.deform_shape, args.deform_repeats, device)
         summary["deform_conv"] = deform
         print(
             f"deform conv 3x3 {deform['shape']} fwd+bwd on {device}: grid_sample {deform['grid_sample_ms']:.0f} ms, "

@@ -29,12 +29,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.predict_bench import import_seconds, settings
 from pipeline.checkpoint.io import save_checkpoint
+from pipeline.experiments.params import merged_params
+from pipeline.experiments.speed import import_seconds
 from pipeline.inference.onnx_export import export_onnx
 from pipeline.inference.onnx_network import OnnxNetwork
 from pipeline.inference.torch_network import TorchNetwork
 from pipeline.models import build_model
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def timed(run: Callable[[], object], repeats: int) -> float:
@@ -64,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import onnxruntime as ort
 
-    params = settings("default")
+    params = merged_params(REPO / "params.yaml")
     size = params["preprocess"]["size"]
     torch.manual_seed(0)
     model = build_model(
@@ -82,7 +85,9 @@ def main(argv: list[str] | None = None) -> int:
           f"weights), {args.clips} clips in batches of {args.batch}, torch {torch.__version__}, onnxruntime "
           f"{ort.__version__}, {torch.get_num_threads()} torch threads")  # fmt: skip
     env = dict(os.environ)
-    torch_s, ort_s = (statistics.median(import_seconds(m, env, args.runs)) for m in ("torch", "onnxruntime"))
+    torch_s, ort_s = (
+        statistics.median(import_seconds(m, env, args.runs, REPO)) for m in ("torch", "onnxruntime")
+    )
     print(
         f"import torch: {torch_s:.2f} s; import onnxruntime: {ort_s:.2f} s (fresh processes, median of {args.runs})"
     )

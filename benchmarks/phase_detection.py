@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.acdc_cv import WORK as CV_WORK
+from pipeline.experiments.workspace import Workspace
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "data" / "bench" / "phase_detection"
@@ -44,7 +44,7 @@ def es_with_image(lv: np.ndarray, change: np.ndarray) -> int:
     """ES where the LV has emptied most and the image has moved furthest from ED, on equal terms: the
     smoothed LV curve's fall from its maximum over its range plus the smoothed image change over its
     maximum (an experiment: not a rule of the library)."""
-    from pipeline.evaluation.clinical import _smooth_cycle
+    from pipeline.clinical.indices import _smooth_cycle
 
     lv, change = _smooth_cycle(np.asarray(lv, float)), _smooth_cycle(np.asarray(change, float))
     fall = (lv.max() - lv) / max(float(np.ptp(lv)), 1e-9)
@@ -52,25 +52,17 @@ def es_with_image(lv: np.ndarray, change: np.ndarray) -> int:
 
 
 def collect(tag: str, model: str, folds: list[int], tta: str = "none", data: Path | None = None) -> Path:
-    import yaml
-
+    from pipeline.clinical.indices import volume_curves
     from pipeline.data.acdc import read_patient
-    from pipeline.evaluation.clinical import volume_curves
     from pipeline.inference.predict import Segmenter
-    from pipeline.splitting.folds import read_split
     from pipeline.vocabulary import STRUCTURES
 
     cases: dict[str, Any] = {}
     for fold in folds:
-        work = CV_WORK / tag / model / f"fold{fold}"
-        timing = json.loads((work / "timing.json").read_text())
-        params = yaml.safe_load((work / "params.yaml").read_text())
-        raw = (
-            data or ROOT / params["download"]["local_path"]
-        ).resolve()  # data: the cines, if not trained on
-        spec = read_split(ROOT / timing["store"] / "folds.json")["folds"][fold]
-        seg = Segmenter.from_files([work / timing["model_file"]], tta=tta, postprocess="lcc_fill")
-        for pid in spec["val"]:
+        run = Workspace.default(ROOT).run(tag, model, fold)
+        raw = (data or run.raw).resolve()  # data: the cines, if not trained on
+        seg = Segmenter.from_files(run.files, tta=tta, postprocess="lcc_fill")
+        for pid in run.val:
             rec = read_patient(raw / pid, with_cine_labels=False)
             labels = seg.predict(rec.cine, spacing=rec.spacing)
             curves = volume_curves(labels, rec.spacing)
@@ -93,7 +85,7 @@ def collect(tag: str, model: str, folds: list[int], tta: str = "none", data: Pat
 
 
 def score(path: Path) -> dict[str, Any]:
-    from pipeline.evaluation.clinical import PHASE_RULES, cycle_distance, phases_from_curves
+    from pipeline.clinical.indices import PHASE_RULES, cycle_distance, phases_from_curves
 
     data = json.loads(path.read_text())
     cases = data["cases"]

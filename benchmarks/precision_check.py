@@ -13,7 +13,6 @@ costs nothing.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -21,15 +20,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
-from benchmarks.acdc_cv import ROOT, WORK, headline
 from pipeline.data.acdc import read_patient
 from pipeline.evaluation.config import EvaluateConfig
-from pipeline.evaluation.runner import evaluate_patients
+from pipeline.experiments.scoring import headline, pooled_cases, score_fold
+from pipeline.experiments.workspace import Workspace
 from pipeline.inference.predict import Segmenter
-from pipeline.splitting.folds import read_split
 from pipeline.vocabulary import PHASES
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,36 +41,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--onnx", action="store_true", help="also score the model's ONNX export")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    work = WORK / args.tag / args.model / f"fold{args.fold}"
-    timing = json.loads((work / "timing.json").read_text())
-    run_params = yaml.safe_load((work / "params.yaml").read_text())
-    spec = read_split(ROOT / timing["store"] / "folds.json")["folds"][args.fold]
-    raw = (ROOT / run_params["download"]["local_path"]).resolve()
-    files = [work / timing["model_file"]]
-    cfg = EvaluateConfig(whole_cycle=False, tta=args.tta)
+    run = Workspace.default(ROOT).run(args.tag, args.model, args.fold)
+    cfg = EvaluateConfig(whole_cycle=False, tta=args.tta, postprocess="lcc_fill")
     labels: dict[str, list[np.ndarray]] = {}
-    print(f"{args.tag}/{args.model}/fold{args.fold}: {len(spec['val'])} validation patients, tta {args.tta}, "
+    print(f"{args.tag}/{args.model}/fold{args.fold}: {len(run.val)} validation patients, tta {args.tta}, "
           f"{args.threads} thread(s)")  # fmt: skip
     print("| runtime | mean Dice | mean HD mm | mean ASSD mm | RV ES Dice | evaluate s |")
     print("|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
-        variants = {"fp32": (files, False), "bf16": (files, True)}
+        variants = {"fp32": (run.files, False), "bf16": (run.files, True)}
         if args.onnx:
             from pipeline.inference.onnx_export import export_onnx
 
-            export_onnx(files[0], Path(tmp) / "model.onnx")
+            export_onnx(run.files[0], Path(tmp) / "model.onnx")
             variants["onnx"] = ([Path(tmp) / "model.onnx"], False)
         for name, (paths, bf16) in variants.items():
-            seg = Segmenter.from_files(paths, tta=args.tta, postprocess="lcc_fill", batch_size=32, bf16=bf16)
             start = time.perf_counter()
-            results = evaluate_patients(seg, raw, spec["val"], args.fold, cfg, progress=False)
+            results = score_fold(paths, run.raw, run.val, args.fold, cfg, bf16=bf16)
             seconds = time.perf_counter() - start
-            h = headline([c for r in results for c in r.cases["lcc_fill"]])
+            h = headline(pooled_cases(results, "lcc_fill"))
             print(f"| {name} | {h['mean_dice']:.4f} | {h['mean_hd']:.2f} | {h['mean_assd']:.3f} | "
                   f"{h['dice_RV_ES']:.3f} | {seconds:.0f} |")  # fmt: skip
+            seg = Segmenter.from_files(paths, tta=args.tta, postprocess="lcc_fill", bf16=bf16)
             labels[name] = []
-            for pid in spec["val"]:
-                rec = read_patient(raw / pid, with_cine_labels=False)
+            for pid in run.val:
+                rec = read_patient(run.raw / pid, with_cine_labels=False)
                 labels[name].append(
                     seg.predict(rec.cine, [rec.frame_index(p) for p in PHASES], spacing=rec.spacing)
                 )

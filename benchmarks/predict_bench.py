@@ -34,25 +34,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
+from pipeline.experiments.params import merged_params
+from pipeline.experiments.speed import import_seconds
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def import_seconds(module: str, env: dict[str, str], runs: int) -> list[float]:
-    """Wall seconds of ``import module`` in ``runs`` fresh interpreters."""
-    code = f"import time; t = time.perf_counter(); import {module}; print(time.perf_counter() - t)"
-    return [float(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
-                                 env=env, cwd=REPO).stdout) for _ in range(runs)]  # fmt: skip
-
-
-def settings(name: str) -> dict[str, Any]:
-    """params.yaml (``default``) or params.yaml overridden by ``profiles/<name>.yaml``, two levels deep."""
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    if name != "default":
-        for section, values in yaml.safe_load((REPO / "profiles" / f"{name}.yaml").read_text()).items():
-            params.setdefault(section, {}).update(values)
-    return params
 
 
 def make_inputs(folder: Path, profile: dict[str, Any], frames: int, slices: int,
@@ -146,7 +131,10 @@ def main(argv: list[str] | None = None) -> int:
         env["OMP_NUM_THREADS"] = str(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        profile = settings(args.settings)
+        profile = merged_params(
+            REPO / "params.yaml",
+            None if args.settings == "default" else REPO / "profiles" / f"{args.settings}.yaml",
+        )
         checkpoint, cine = make_inputs(folder, profile, args.frames, args.slices, tuple(args.matrix))
         if args.batching:
             batching_table(args.checkpoint or checkpoint, cine, args.runs)
@@ -157,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
 
             models["onnx"] = folder / "model.onnx"
             export_onnx(checkpoint, models["onnx"])
-        imports = import_seconds("pipeline.serving.predict_cli", env, args.runs)
+        imports = import_seconds("pipeline.inference.predict_cli", env, args.runs, REPO)
         print(f"cine {args.frames} frames x {args.slices} slices x {args.matrix[0]} x {args.matrix[1]}, "
               f"{profile['train']['model']} {profile['train']['model_args']} at {profile['preprocess']['size']} px "
               f"({args.settings} settings, random weights), {os.cpu_count()} CPU(s), "

@@ -28,11 +28,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
-from benchmarks.acdc_cv import ROOT, WORK
 from pipeline.evaluation.agreement import AGREEMENT_KEYS
+from pipeline.experiments.workspace import Workspace
 
+ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "data" / "bench" / "qc_validation"
 
 
@@ -40,24 +40,15 @@ def volumes(
     tag: str, model: str, tta: str, data: Path | None = None
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     from pipeline.evaluation.config import EvaluateConfig
-    from pipeline.evaluation.runner import evaluate_patients
-    from pipeline.inference.predict import Segmenter
-    from pipeline.splitting.folds import read_split
+    from pipeline.experiments.scoring import score_fold
 
     rows, patients = [], []
-    for work in sorted((WORK / tag / model).glob("fold*")):
-        timing = json.loads((work / "timing.json").read_text())
-        params = yaml.safe_load((work / "params.yaml").read_text())
-        fold = int(work.name.removeprefix("fold"))
-        store_dir = ROOT / timing["store"]
-        val = read_split(store_dir / "folds.json")["folds"][fold]["val"]
-        raw = (data or ROOT / params["download"]["local_path"]).resolve()
-        seg = Segmenter.from_files([work / timing["model_file"]], tta=tta)
+    for run in Workspace.default(ROOT).runs(tag, model):
+        fold = run.fold
         start = time.perf_counter()
-        results = evaluate_patients(
-            seg, raw, val, fold, EvaluateConfig(whole_cycle=True, tta=tta), progress=False
-        )
-        print(f"fold {fold}: {len(val)} patients in {time.perf_counter() - start:.0f} s", flush=True)
+        results = score_fold(run.files, (data or run.raw).resolve(), run.val, fold,
+                             EvaluateConfig(whole_cycle=True, tta=tta))  # fmt: skip
+        print(f"fold {fold}: {len(run.val)} patients in {time.perf_counter() - start:.0f} s", flush=True)
         for r in results:
             assert r.quality is not None
             patients.append({"patient": r.patient, "pred": {k: r.clinical_pred[k] for k in AGREEMENT_KEYS},
@@ -80,7 +71,7 @@ def volumes(
 def rescore(rows: list[dict[str, Any]], patients: list[dict[str, Any]]) -> None:
     """Judge every stored volume again (pipeline.evaluation.quality.judge) under the current thresholds,
     from the measures, indices and LV curve the predictions gave: no segmentation is run again."""
-    from pipeline.evaluation.quality import judge
+    from pipeline.clinical.quality_control import judge
 
     by_patient = {p["patient"]: p for p in patients}
     phases: dict[str, dict[str, dict[str, Any]]] = {}
@@ -104,7 +95,7 @@ def clinical_agreement(patients: list[dict[str, Any]]) -> dict[str, Any]:
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     from scipy.stats import spearmanr
 
-    from pipeline.evaluation.quality import BAD_DICE, BAD_HD_MM, CONSISTENCY_MEASURES, auroc, qc_readout
+    from pipeline.clinical.quality_control import BAD_DICE, BAD_HD_MM, CONSISTENCY_MEASURES, auroc, qc_readout
 
     dice = np.array([r["dice"] for r in rows])
     hd = np.array([r["hd"] for r in rows])

@@ -18,14 +18,14 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from benchmarks.acdc_cv import ROOT
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def main(argv: list[str] | None = None) -> int:
+    from pipeline.clinical.indices import clinical_indices
+    from pipeline.clinical.reference_ranges import mark_report
     from pipeline.data.acdc import parse_info_cfg
     from pipeline.data.imageio import spacing_zyx, to_memory
-    from pipeline.evaluation.clinical import clinical_indices
-    from pipeline.evaluation.reference_ranges import mark_report
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "acdc-fullfov")

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.data.acdc import affine_from_spacing
-from pipeline.serving.codec import encode_cine
+from pipeline.data.image_bytes import encode_cine
 
 
 def _free_port() -> int:

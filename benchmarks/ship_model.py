@@ -22,10 +22,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from benchmarks.acdc_cv import ROOT, WORK, collect, headline
+from pipeline.experiments.folds import ALL
+from pipeline.experiments.scoring import headline
+from pipeline.experiments.workspace import Workspace
 from pipeline.inference import pretrained
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKSPACE = Workspace.default(ROOT)
 
 CITATION = (
     'O. Bernard, A. Lalande, C. Zotti, F. Cervenansky, et al., "Deep Learning Techniques for Automatic MRI '
@@ -50,9 +53,9 @@ ARCHITECTURES = {"unet": "U-Net", "deunet": "DeU-Net (TDAM + DGPA)"}
 
 def cross_validation(cv_tag: str, model: str, tta: str, variant: str) -> dict[str, Any]:
     """Pooled and per-fold figures of the recipe's cross-validation with the shipped settings."""
-    got = collect(cv_tag, model)
+    got = WORKSPACE.collect(cv_tag, model)
     if not got["folds"]:
-        raise SystemExit(f"error: no evaluated folds under {WORK / cv_tag / model}")
+        raise SystemExit(f"error: no evaluated folds under {WORKSPACE.root / cv_tag / model}")
     pooled = headline(got["cases"][(tta, variant)])
     per_fold = {fold: headline(cases[(tta, variant)]) for fold, cases in sorted(got["by_fold"].items())}
     others = {}  # the other TTA mode, for the card's "with TTA ... instead"
@@ -142,7 +145,7 @@ own validation patients{scored_on}, at ED and ES, in 3D at the original resoluti
 |---|---|---|
 {folds}
 
-Command: `{cv_command}` (docs/benchmarks.md has the full tables).{source} The shipped model, trained on
+Command: `{cv_command}` (docs/experiments.md has the full tables).{source} The shipped model, trained on
 every patient, has no held-out figures of its own.{whole}
 
 ## Known limits
@@ -176,9 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cv-json", type=Path, default=None,
                    help="the recipe's cross-validation figures (with source and command) instead of --cv-tag's")  # fmt: skip
     args = p.parse_args(argv)
-    run = WORK / args.tag / args.model / "all"
-    timing = json.loads((run / "timing.json").read_text())
-    recipe = yaml.safe_load((run / "params.yaml").read_text())
+    run = WORKSPACE.run(args.tag, args.model, ALL)
+    timing, recipe = run.timing, run.params
     cv_tag = args.cv_tag or args.tag
     if args.cv_json is not None:
         cv = json.loads(args.cv_json.read_text())
@@ -203,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = args.summary or (f"{ARCHITECTURES.get(args.model, args.model)} trained on the 79 acdc-roi patients"
                                f"{' (every slice)' if data_flag else ''}; research use only")  # fmt: skip
     shipped = pretrained.package(
-        args.name, [run / timing["model_file"]], args.out, summary=summary,
+        args.name, run.files, args.out, summary=summary,
         card=card(args.name, args.model, recipe, cv, command, trained_on), default=args.default,
         settings={"tta": args.tta, "postprocess": args.postprocess}, cross_validation=cv,
     )  # fmt: skip

@@ -18,10 +18,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import sys
-import time
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -30,13 +28,13 @@ import numpy as np
 import torch
 
 from pipeline.atomic import atomic_directory
-from pipeline.checkpoint.io import load_checkpoint
+from pipeline.checkpoint.io import load_checkpoint, model_from_checkpoint
 from pipeline.config import load_params, section
-from pipeline.evaluation import summarise
 from pipeline.evaluation.config import EvaluateConfig
-from pipeline.evaluation.metrics import STRUCTURE_ORDER
-from pipeline.evaluation.runner import evaluate_patients
-from pipeline.inference.predict import Segmenter
+from pipeline.evaluation.report import summarise
+from pipeline.experiments.folds import train_folds
+from pipeline.experiments.scoring import pooled_cases, score_fold
+from pipeline.experiments.tables import run_metrics, runs_table
 from pipeline.models import available_models
 from pipeline.models.device import resolve_device
 from pipeline.preprocessing.store import ClipStore
@@ -44,70 +42,9 @@ from pipeline.splitting.folds import read_split
 from pipeline.tracking import TrackingConfig, make_tracker, provenance_tags
 from pipeline.training.config import TrainConfig
 from pipeline.training.runkey import run_key
-from pipeline.training.trainer import train_fold
-from pipeline.vocabulary import PHASES
+from pipeline.vocabulary import STRUCTURE_ORDER
 
 log = logging.getLogger("benchmarks.table1")
-LABELS = {"unet": "U-Net", "kunet": "kU-Net", "gridnet": "GridNet", "attention_unet": "Attention U-Net",
-          "toflow_unet": "ToFlow U-Net", "deunet_t": "DeU-Net(t)", "deunet_d": "DeU-Net(d)", "deunet": "DeU-Net"}  # fmt: skip
-BLOCKS = (("assd", "ASSD (mm)", 2), ("hd", "HD (mm)", 2), ("dice", "Dice", 3))
-COLUMNS = [(s, p) for s in ("LV", "MYO", "RV") for p in PHASES]
-
-
-def run_metrics(summary: dict[str, Any]) -> dict[str, float]:
-    """Flat per-run metrics: ``dice/LV_ED`` ... and ``dice/average`` for each metric."""
-    out = {}
-    for metric, _, _ in BLOCKS:
-        for s, p in COLUMNS:
-            out[f"{metric}/{s}_{p}"] = summary["by_phase"][p][s][metric]["mean"]
-        out[f"{metric}/average"] = summary["average"]["all"][metric]["mean"]
-    return out
-
-
-def _cell(values: list[float], digits: int) -> str:
-    arr = np.asarray([v for v in values if math.isfinite(v)], dtype=float)
-    if not arr.size:
-        return "n/a"
-    return f"{arr.mean():.{digits}f} ± {arr.std():.{digits}f}"
-
-
-def table_markdown(runs: list[dict[str, Any]], models: list[str]) -> str:
-    """Table 1's layout: one block per metric, a row per model, mean ± std over its runs."""
-    lines = []
-    for metric, title, digits in BLOCKS:
-        header = ["Method", *[f"{s} {p}" for s, p in COLUMNS], "Average"]
-        lines += [f"**{title}**", "", "| " + " | ".join(header) + " |",
-                  "|" + "|".join([":---", *["---:"] * (len(header) - 1)]) + "|"]  # fmt: skip
-        for model in models:
-            mine = [r["metrics"] for r in runs if r["model"] == model]
-            keys = [f"{metric}/{s}_{p}" for s, p in COLUMNS] + [f"{metric}/average"]
-            cells = [_cell([m[k] for m in mine], digits) for k in keys]
-            lines.append("| " + " | ".join([LABELS.get(model, model), *cells]) + " |")
-        lines.append("")
-    if any("cycle_dice/mean" in r["metrics"] for r in runs):
-        lines += [
-            "**Whole-cycle Dice (every frame)**",
-            "",
-            "| Method | LV | MYO | RV | Mean |",
-            "|:---|---:|---:|---:|---:|",
-        ]
-        for model in models:
-            mine = [r["metrics"] for r in runs if r["model"] == model]
-            cells = [
-                _cell([m.get(f"cycle_dice/{s}", math.nan) for m in mine], 3)
-                for s in ("LV", "MYO", "RV", "mean")
-            ]
-            lines.append("| " + " | ".join([LABELS.get(model, model), *cells]) + " |")
-        lines.append("")
-    n = {m: sum(r["model"] == m for r in runs) for m in models}
-    cost = ", ".join(
-        f"{LABELS.get(m, m)} {np.mean([r['train_seconds'] for r in runs if r['model'] == m]):.0f} s"
-        for m in models if n[m]
-    )  # fmt: skip
-    lines += [f"Runs per model: {sorted(set(n.values()))} (folds x seeds); mean ± std (ddof=0) over runs of each "
-              "run's mean over its held-out patients; 3D metrics, raw predictions.",
-              f"Mean training time per run: {cost}.", ""]  # fmt: skip
-    return "\n".join(lines)
 
 
 def _one_run(model: str, seed: int, fold: int, base: TrainConfig, args: argparse.Namespace, store: ClipStore,
@@ -115,25 +52,23 @@ def _one_run(model: str, seed: int, fold: int, base: TrainConfig, args: argparse
     cfg = replace(base, model=model, seed=seed, folds=(fold,), resume=True,
                   **({"max_epochs": args.epochs} if args.epochs else {}),
                   **({"patience": args.patience} if args.patience else {}))  # fmt: skip
-    work = Path(args.out) / "checkpoints" / run_key(cfg, store, Path(args.split)) / f"fold{fold}"
-    spec = split["folds"][fold]
-    start = time.perf_counter()
-    result = train_fold(store, spec["train"], spec["val"], cfg, work, fold)
+    work = Path(args.out) / "checkpoints" / run_key(cfg, store, Path(args.split))
+    (result,) = train_folds(store, split, cfg, work)
     train_seconds = sum(row["seconds"] for row in result.history)
-    seg = Segmenter.from_checkpoint(load_checkpoint(work / result.model_file), device=device, batch_size=32)
-    ev = EvaluateConfig(whole_cycle=args.whole_cycle, overlays=0)
-    results = evaluate_patients(seg, Path(args.raw), spec["val"], fold, ev, progress=False)
-    metrics = run_metrics(summarise([c for r in results for c in r.cases["raw"]]))
+    ev = EvaluateConfig(whole_cycle=args.whole_cycle, overlays=0, tta="none", postprocess="raw")
+    results = score_fold([work / f"fold{fold}" / result.model_file], Path(args.raw), split["folds"][fold]["val"], fold,
+                         ev, device=device)  # fmt: skip
+    metrics = run_metrics(summarise(pooled_cases(results, "raw")))
     cycle = [r.cycle_dice for r in results if r.cycle_dice is not None]
     if cycle:
         metrics.update({f"cycle_dice/{s}": float(np.mean([c[s] for c in cycle])) for s in STRUCTURE_ORDER})
         metrics["cycle_dice/mean"] = float(np.mean([metrics[f"cycle_dice/{s}"] for s in STRUCTURE_ORDER]))
-    log.info("%s seed %d fold %d: Dice %.4f HD %.2f ASSD %.2f (%d epochs, %.0f s train, %.0f s total)", model,
-             seed, fold, metrics["dice/average"], metrics["hd/average"], metrics["assd/average"], result.epochs_run,
-             train_seconds, time.perf_counter() - start)  # fmt: skip
+    log.info("%s seed %d fold %d: Dice %.4f HD %.2f ASSD %.2f (%d epochs, %.0f s train)", model, seed, fold,
+             metrics["dice/average"], metrics["hd/average"], metrics["assd/average"], result.epochs_run, train_seconds)  # fmt: skip
+    model_net = model_from_checkpoint(load_checkpoint(work / f"fold{fold}" / result.model_file))
     return {"model": model, "seed": seed, "fold": fold, "epochs": result.epochs_run, "best_epoch": result.best_epoch,
             "val_dice": result.best_dice, "train_seconds": train_seconds, "params": asdict(cfg),
-            "n_parameters": sum(p.numel() for p in seg.model.module.parameters()), "metrics": metrics}  # fmt: skip
+            "n_parameters": sum(p.numel() for p in model_net.parameters()), "metrics": metrics}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -178,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
                             {k.replace("/", "_"): v for k, v in run["metrics"].items()}
                             | {"train_seconds": run["train_seconds"], "val_dice": run["val_dice"]}
                         )
-        table = table_markdown(runs, args.models)
+        table = runs_table(runs, args.models)
         with atomic_directory(Path(args.out) / "report") as tmp:
             (tmp / "runs.json").write_text(json.dumps(runs, indent=1, default=str) + "\n")
             (tmp / "table1.md").write_text(table)

@@ -16,59 +16,63 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
-from benchmarks.acdc_cv import WORK, headline
 from pipeline.data.acdc import read_patient
 from pipeline.evaluation.metrics import evaluate_case
+from pipeline.experiments.scoring import headline
+from pipeline.experiments.workspace import FoldRun, Workspace
+from pipeline.inference.network import Network
 from pipeline.inference.postprocess import postprocess
 from pipeline.inference.predict import Segmenter
-from pipeline.inference.tta import tta_transforms
 from pipeline.preprocessing.geometry import Geometry
 from pipeline.vocabulary import PHASES
 
-
-class ViewSegmenter(Segmenter):
-    """A Segmenter whose views are the dihedral ones, optionally on time-reversed clips."""
-
-    reverse = False
-
-    def _forward(self, clips: np.ndarray) -> np.ndarray:
-        clips = clips[:, ::-1] if self.reverse else clips
-        views = tta_transforms("dihedral")
-        total = sum(inv(self.model(fwd(clips))) for fwd, inv in views)
-        return total / len(views)
+ROOT = Path(__file__).resolve().parents[1]
 
 
-def cache_views(run: Path, fold: int, raw: Path, sizes: list[int], reverse: bool) -> list[Path]:
+class TimeReversed(Network):
+    """A network that sees each clip's frames in reverse order (DeU-Net's TDAM then sees the cycle run backwards)."""
+
+    def __init__(self, inner: Network) -> None:
+        self.inner, self.radius, self.num_classes, self.on_cpu = (
+            inner,
+            inner.radius,
+            inner.num_classes,
+            inner.on_cpu,
+        )
+
+    def __call__(self, clips: np.ndarray) -> np.ndarray:
+        return self.inner(np.ascontiguousarray(clips[:, ::-1]))
+
+
+def cache_views(run: FoldRun, sizes: list[int], reverse: bool) -> list[Path]:
     """Per validation patient: ``<size>_<0|1>`` dihedral-mean probabilities of ED and ES (float16)."""
-    ev = json.loads((run / f"fold{fold}" / "evaluation.json").read_text())
-    timing = json.loads((run / f"fold{fold}" / "timing.json").read_text())
-    base = Segmenter.from_files([run / f"fold{fold}" / timing["model_file"]])
-    out = run / "views" / ("-".join(map(str, sizes)) + ("-reverse" if reverse else ""))
+    base = Segmenter.from_files(run.files)
+    out = run.path.parent / "views" / ("-".join(map(str, sizes)) + ("-reverse" if reverse else ""))
     out.mkdir(parents=True, exist_ok=True)
     paths = []
-    for pid in ev["val"]:
+    for pid in run.val:
         path = out / f"{pid}.npz"
         paths.append(path)
         if path.is_file():
             continue
-        rec = read_patient(raw / pid, with_cine_labels=False)
+        rec = read_patient(run.raw / pid, with_cine_labels=False)
         frames = [rec.frame_index(p) for p in PHASES]
         arrays = {}
         for size, rev in itertools.product(sizes, (0, 1) if reverse else (0,)):
-            seg = ViewSegmenter(base.models, geometry=Geometry("resize", size), percentiles=base.percentiles)
-            seg.reverse = bool(rev)
+            networks = [TimeReversed(m) for m in base.models] if rev else base.models
+            seg = Segmenter(
+                networks, geometry=Geometry("resize", size), percentiles=base.percentiles, tta="dihedral"
+            )
             arrays[f"{size}_{rev}"] = seg.probabilities(rec.cine, frames, spacing=rec.spacing).astype(
                 np.float16
             )
         labels = {f"gt_{p}": rec.labels[p] for p in PHASES}
-        np.savez_compressed(path, spacing=np.asarray(rec.spacing), fold=fold, **labels, **arrays)
+        np.savez_compressed(path, spacing=np.asarray(rec.spacing), fold=run.fold, **labels, **arrays)
     return paths
 
 
@@ -99,10 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    run = WORK / args.tag / args.model
-    params = yaml.safe_load((run / f"fold{args.folds[0]}" / "params.yaml").read_text())
-    raw = (Path(__file__).resolve().parents[1] / params["download"]["local_path"]).resolve()
-    paths = [q for fold in args.folds for q in cache_views(run, fold, raw, args.sizes, args.reverse)]
+    runs = Workspace.default(ROOT).runs(args.tag, args.model, args.folds)
+    paths = [q for run in runs for q in cache_views(run, args.sizes, args.reverse)]
     names = [f"{s}_{r}" for s in args.sizes for r in ((0, 1) if args.reverse else (0,))]
     combos = [[names[0]]] + [
         list(c) for n in range(2, len(names) + 1) for c in itertools.combinations(names, n)

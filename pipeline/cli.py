@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 STAGES = ("download", "preprocess", "validate", "split", "tune", "train", "evaluate", "register")
 # Commands that are not DVC stages, and the modules that implement them.
-EXTRA = {"predict": "pipeline.serving.predict_cli", "import-dicom": "pipeline.data.dicom_import",
+EXTRA = {"predict": "pipeline.inference.predict_cli", "import-dicom": "pipeline.data.dicom_import",
          "export-onnx": "pipeline.inference.onnx_export", "flow": "pipeline.orchestration.cli",
          "profile": "pipeline.profiles", "models": "pipeline.serving.shipped"}  # fmt: skip
 COMMANDS = (*STAGES, *EXTRA)

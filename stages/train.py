@@ -16,13 +16,14 @@ import yaml
 from pipeline.atomic import atomic_directory
 from pipeline.config import section
 from pipeline.errors import ConfigError, DataError
+from pipeline.experiments.folds import train_folds
 from pipeline.preprocessing.store import ClipStore
 from pipeline.splitting.folds import read_split
 from pipeline.tracking import TrackingConfig, make_tracker, provenance_tags
 from pipeline.training import distributed as dist
 from pipeline.training.config import TrainConfig
 from pipeline.training.runkey import run_key
-from pipeline.training.trainer import FoldResult, train_fold
+from pipeline.training.trainer import FoldResult
 from pipeline.tuning.config import TUNABLE
 from stages import paths
 from stages._common import parser, repo_root, run
@@ -106,18 +107,13 @@ def _main(args: argparse.Namespace, params: dict[str, Any]) -> int:
     tracking = section(params, "tracking", TrackingConfig)
     with make_tracker(tracking, repo_root(), f"train-{cfg.model}-{key[:8]}", dist.rank(), tags) as tracker:
         tracker.log_params({"train": asdict(cfg), "preprocess": store.meta["config"]})
-        results = []
-        for fold in cfg.folds:
-            spec = split["folds"][fold]
 
-            def log_epoch(row: dict[str, float], fold: int = fold) -> None:
-                tracker.log_metrics(
-                    {f"fold{fold}/{k}": v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"])
-                )
-
-            results.append(
-                train_fold(store, spec["train"], spec["val"], cfg, work / f"fold{fold}", fold, log_epoch)
+        def log_epoch(fold: int, row: dict[str, float]) -> None:
+            tracker.log_metrics(
+                {f"fold{fold}/{k}": v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"])
             )
+
+        results = train_folds(store, split, cfg, work, on_epoch=log_epoch)
         if dist.is_main():
             metrics = _publish(Path(args.out), work, cfg, results, tracker.run_id)
             tracker.log_metrics({"val_dice_mean": metrics["val_dice_mean"]})

@@ -3,8 +3,8 @@
 On disk (and on the wire) NIfTI stores ``(X, Y, Z[, T])`` with zooms ``(x, y, z[, t])``; in memory a cine
 is ``(T, Z, Y, X)`` float32 and a label volume ``(Z, Y, X)`` uint8, with ``spacing = (z, y, x)`` in mm.
 The transpose, the spacing reversal, the size, finiteness and voxel-size checks and the writers live
-here only; the ACDC layout (:mod:`pipeline.data.acdc`) reads files through :func:`load_nifti` and the
-serving codec decodes request bytes through :func:`nifti_from_bytes`.
+here only; the ACDC layout (:mod:`pipeline.data.acdc`) reads files through :func:`load_nifti` and
+:mod:`pipeline.data.image_bytes` decodes request bytes through :func:`nifti_from_bytes`.
 
 Readers are registered by format in :data:`READERS` (``read(path) -> Image``): NIfTI files here, DICOM
 series folders in :mod:`pipeline.data.dicom`; :func:`read_image` picks one by the input's kind.

@@ -7,7 +7,7 @@ import math
 import numpy as np
 from numpy.typing import ArrayLike
 
-# The indices whose agreement the benchmarks report (keys of pipeline.evaluation.clinical.clinical_indices).
+# The indices whose agreement the benchmarks report (keys of pipeline.clinical.indices.clinical_indices).
 AGREEMENT_KEYS = ("LV_EF", "RV_EF", "LV_EDV", "RV_EDV", "MYO_mass")
 
 

@@ -1,49 +1,21 @@
-"""Evaluation figures as PNG files: contour overlays, volume curves, Bland-Altman plots.
+"""Evaluation figures as PNG files: contour overlays and Bland-Altman plots.
 
-Figures are drawn on matplotlib's Agg canvas directly (``Figure`` + ``FigureCanvasAgg``), never through
-pyplot, so nothing opens a window or touches global backend state; each PNG is written to a temporary
-sibling and renamed into place, so a crash never leaves a half-written file.
+They follow the conventions of :mod:`pipeline.clinical.curve_figure` (the volume-curve figure, which the
+predict CLI draws too): the Agg canvas without pyplot, one colour per structure, truth solid and prediction
+dashed, each PNG written to a temporary sibling and renamed into place.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Final
 
 import numpy as np
 from numpy.typing import ArrayLike
 
+from pipeline.clinical.curve_figure import COLOURS, GT_STYLE, PRED_STYLE, new_figure, save_png
 from pipeline.evaluation.agreement import agreement
-from pipeline.vocabulary import STRUCTURES, VENTRICLES
-
-#: One colour per structure; ground truth solid, prediction dashed (as in the paper's Fig. 3).
-COLOURS = {"LV": "tab:red", "MYO": "tab:green", "RV": "tab:blue"}
-GT_STYLE: Final = "solid"
-PRED_STYLE: Final = "dashed"
-
-
-def _new_figure(width: float, height: float):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=100)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _save_png(fig, path: Path | str) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
-    try:
-        fig.savefig(tmp, format="png", bbox_inches="tight")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+from pipeline.vocabulary import STRUCTURES
 
 
 def overlay_figure(
@@ -82,7 +54,7 @@ def overlay_figure(
             f"slices must be a non-empty list of indices in 0..{image.shape[0] - 1}, got {slices}"
         )
     aspect = float(spacing[1]) / float(spacing[2]) if spacing is not None else 1.0
-    fig = _new_figure(3.0 * len(slices), 3.4)
+    fig = new_figure(3.0 * len(slices), 3.4)
     axes = fig.subplots(1, len(slices), squeeze=False)[0]
     titles = list(panel_titles) if panel_titles is not None else [f"slice {z}" for z in slices]
     if len(titles) != len(slices):
@@ -107,51 +79,7 @@ def overlay_figure(
     fig.legend(handles=handles, loc="lower center", ncol=6, fontsize=7, frameon=False)
     if title:
         fig.suptitle(title, fontsize=10)
-    return _save_png(fig, path)
-
-
-def volume_curve_figure(
-    curves_pred: Mapping[str, ArrayLike],
-    curves_gt: Mapping[str, ArrayLike] | None,
-    markers: Mapping[str, int] | None,
-    path: Path | str,
-    title: str = "",
-) -> Path:
-    """LV and RV volume (ml) over the cardiac cycle, predicted (dashed) and, if given, true (solid).
-
-    Args:
-        curves_pred, curves_gt: ``{"LV": (T,), "RV": (T,)}`` volumes in ml (see ``volume_curves``).
-        markers: label -> 0-based frame index drawn as a vertical line, e.g. ``{"ED": 0, "ES": 11}``.
-        path: PNG file to write.
-
-    Returns:
-        ``path``.
-    """
-    fig = _new_figure(6.0, 3.6)
-    ax = fig.subplots()
-    for name in VENTRICLES:
-        for curves, style, kind in ((curves_gt, GT_STYLE, "truth"), (curves_pred, PRED_STYLE, "pred")):
-            if curves is not None and name in curves:
-                values = np.asarray(curves[name], dtype=np.float64)
-                ax.plot(
-                    np.arange(values.size),
-                    values,
-                    color=COLOURS[name],
-                    linestyle=style,
-                    marker=".",
-                    label=f"{name} {kind}",
-                )
-    for i, (label, frame) in enumerate((markers or {}).items()):
-        ax.axvline(int(frame), color="0.4", linestyle=(0, (1, 2 + i)), linewidth=1)
-        ax.annotate(
-            label, (int(frame), 1.0), xycoords=("data", "axes fraction"), fontsize=8, ha="center", va="bottom"
-        )
-    ax.set_xlabel("frame (0-based)")
-    ax.set_ylabel("volume (ml)")
-    ax.legend(fontsize=8)
-    if title:
-        ax.set_title(title, fontsize=10, pad=14)
-    return _save_png(fig, path)
+    return save_png(fig, path)
 
 
 def bland_altman_figure(pred: ArrayLike, ref: ArrayLike, name: str, unit: str, path: Path | str) -> Path:
@@ -171,7 +99,7 @@ def bland_altman_figure(pred: ArrayLike, ref: ArrayLike, name: str, unit: str, p
     stats = agreement(p, r)
     keep = np.isfinite(p) & np.isfinite(r)
     mean, diff = (p[keep] + r[keep]) / 2, p[keep] - r[keep]
-    fig = _new_figure(5.0, 3.8)
+    fig = new_figure(5.0, 3.8)
     ax = fig.subplots()
     ax.scatter(mean, diff, s=14, color="tab:blue", alpha=0.8)
     ax.axhline(stats["bias"], color="k", label=f"bias {stats['bias']:.2f} {unit}")
@@ -190,4 +118,4 @@ def bland_altman_figure(pred: ArrayLike, ref: ArrayLike, name: str, unit: str, p
         f"{name}: r = {stats['pearson_r']:.3f}, n = {stats['n']} ({stats['n_dropped']} dropped)", fontsize=10
     )
     ax.legend(fontsize=8)
-    return _save_png(fig, path)
+    return save_png(fig, path)

@@ -35,6 +35,20 @@ def headline_means(summary: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+def table_metrics(summary: dict[str, Any]) -> dict[str, Any]:
+    """Every Table-1 number of a :func:`summarise` result: per metric, ``{"LV_ED": mean, ...}`` and the
+    mean over structures and phases (``mean_dice``...), then the empty-mask counts that are not zero."""
+    out: dict[str, Any] = {}
+    for metric in METRICS:
+        out[metric] = {
+            f"{s}_{p}": summary["by_phase"][p][s][metric]["mean"] for s in STRUCTURE_ORDER for p in PHASES
+        }
+        out[f"mean_{metric}"] = summary["average"]["all"][metric]["mean"]
+    out["empty_cases"] = {f"{s}_{p}": {k: v for k, v in summary["counts"][p][s].items() if k != "ok" and v}
+                          for s in STRUCTURE_ORDER for p in PHASES}  # fmt: skip
+    return out
+
+
 def summarise(cases: Sequence[dict]) -> dict[str, Any]:
     """Aggregate per-case metrics by phase and structure.
 

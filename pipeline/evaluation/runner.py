@@ -17,17 +17,17 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.data.acdc import read_patient
-from pipeline.evaluation.clinical import (
+from pipeline.clinical.indices import (
     CLINICAL_KEYS,
     clinical_indices,
     cycle_distance,
     phases_from_curves,
     volume_curves,
 )
+from pipeline.clinical.quality_control import assess, phase_consistency, qc_columns
+from pipeline.data.acdc import read_patient
 from pipeline.evaluation.config import EvaluateConfig
 from pipeline.evaluation.metrics import STRUCTURE_ORDER, evaluate_case
-from pipeline.evaluation.quality import assess, phase_consistency, qc_columns
 from pipeline.inference.postprocess import POSTPROCESS_MODES
 from pipeline.inference.predict import Segmenter, postprocess_volume
 from pipeline.vocabulary import PHASES
@@ -50,7 +50,7 @@ class PatientResult:
     phases_ref: tuple[int, int]
     cycle_dice: dict[str, float] | None
     arrays: dict[str, np.ndarray]  # for figures: image/gt/pred at ED and ES
-    quality: dict[str, Any] | None = None  # pipeline.evaluation.quality on the chosen variant's ED and ES
+    quality: dict[str, Any] | None = None  # pipeline.clinical.quality_control on the chosen variant's ED/ES
 
 
 def evaluate_patient(seg: Segmenter, folder: Path, fold: int, cfg: EvaluateConfig) -> PatientResult:
@@ -149,7 +149,7 @@ def clinical_table(results: list[PatientResult]) -> list[dict[str, Any]]:
                     found, ref, n
                 )  # frames from the reference, around the cycle
         row["ED_ref"], row["ES_ref"] = r.phases_ref
-        if r.quality is not None:  # quality control of the prediction (pipeline.evaluation.quality)
+        if r.quality is not None:  # quality control of the prediction (pipeline.clinical.quality_control)
             row.update(qc_columns(r.quality))
         rows.append(row)
     return rows

@@ -143,7 +143,7 @@ def heart_centre(maps: np.ndarray, window: tuple[int, int]) -> tuple[float, floa
     foreground component. The foreground alone was the rule before: its false positives at the edges of a
     large field of view (body wall, arms; basal and apical slices) join through the stack into a component
     larger than the heart, which placed the window in a corner on 20 of 158 acdc-fullfov volumes
-    (docs/benchmarks.md).
+    (docs/experiments.md).
     """
     foreground = maps[:, 0] > FOREGROUND
     lv = _ringed_lv(maps[:, 2] > FOREGROUND, maps[:, 1] > FOREGROUND)

@@ -8,7 +8,7 @@ probabilities of a batch of clips. Two runtimes implement it:
   training, evaluate and the served model use;
 - :class:`pipeline.inference.onnx_network.OnnxNetwork`: the same model exported to ONNX
   (``deunet export-onnx``) and run by ONNX Runtime on the CPU, so a cold ``deunet predict`` never imports
-  torch (docs/benchmarks.md, "A torch-free predict").
+  torch (docs/experiments.md, "A torch-free predict").
 
 This module imports neither.
 """

@@ -4,7 +4,7 @@
     deunet predict --model fold0.onnx --input cine.nii.gz --out out/           # then predict as usual
 
 Why: a cold ``deunet predict`` on a CPU spends ~2 s importing torch before it reads anything, more than
-the forward passes of a whole cine take; ``import onnxruntime`` takes ~0.1 s (docs/benchmarks.md,
+the forward passes of a whole cine take; ``import onnxruntime`` takes ~0.1 s (docs/experiments.md,
 "A torch-free predict"). Everything around the network is numpy already (the Segmenter), so an export is
 the same model, preprocessing and post-processing, with the network run by another runtime. The export
 itself (torch, onnx) lives in :mod:`pipeline.inference.onnx_export`.
@@ -39,7 +39,7 @@ class OnnxNetwork(Network):
     Args:
         threads: ONNX Runtime's intra-op threads (None: half the cores, at least 1: the Segmenter runs two
             batches at once on a CPU, and on 2 cores one thread each beat two each by 1.1 vs 1.4-1.7 s for
-            a 30 x 7 cine's forward passes, measured in docs/benchmarks.md).
+            a 30 x 7 cine's forward passes, measured in docs/experiments.md).
 
     Raises:
         DataError: onnxruntime is missing, the file cannot be read as ONNX, or it is not an export of this

@@ -64,16 +64,16 @@ class Segmenter:
         device: where a torch model runs ("cpu", "cuda[:N]").
         bf16: bf16 autocast of a torch model; None (the default): on CUDA only. True also runs it on a CPU
             with native bf16 (AVX512-BF16/AMX; elsewhere it would be emulated and slower, so fp32 stays):
-            faster, but the labels differ slightly from fp32, so it is opt-in (docs/benchmarks.md); False:
+            faster, but the labels differ slightly from fp32, so it is opt-in (docs/experiments.md); False:
             fp32 everywhere.
         batch_size: clips per forward pass; None: 16 when every network computes on the CPU (faster than
             32 in every run of ``benchmarks.predict_bench --batching``), else 32 (a GPU: DeU-Net 0.36 ->
-            0.23 s per 30 x 10 x 256 x 256 cine on an H200, docs/benchmarks.md).
+            0.23 s per 30 x 10 x 256 x 256 cine on an H200, docs/experiments.md).
         cpu_workers: on a CPU, how many batches run at once (threads; each op of a batch still uses the
             runtime's intra-op threads). These networks are too small at 64-96 px for two cores to share
             one op well: on 2 cores two at once took torch's forward passes from 1.49 to 1.03 s and ONNX
             Runtime's from 1.86 to 0.87 s (benchmarks/onnx_probe.py), a whole torch predict 5-13 % less in
-            3 of 5 runs (docs/benchmarks.md). The labels are the same.
+            3 of 5 runs (docs/experiments.md). The labels are the same.
         geometry: the in-plane map of training (:class:`Geometry`); default: resize to ``size``.
         tta: test-time augmentation, "none", "flips" (4 mirrorings) or "dihedral" (8: flips and rot90);
             softmax probabilities are averaged over them.
@@ -86,7 +86,7 @@ class Segmenter:
         resident: run normalisation, geometry, clips, TTA, the map back and the argmax as torch ops on the
             torch networks' device, only uint8 labels crossing to the host (pipeline.inference.resident);
             False: the numpy path; None (auto): on CUDA only, since on a CPU it was not faster
-            (docs/benchmarks.md, "Device-resident inference"). True needs torch networks on one device.
+            (docs/experiments.md, "Device-resident inference"). True needs torch networks on one device.
             The labels are the same as the numpy path's on a CPU.
     """
 
@@ -335,7 +335,7 @@ class Segmenter:
 
 def _choose_resident(models: Sequence[Network], resident: bool | None) -> bool:
     """Segmenter's ``resident`` resolved: None (auto) is the device path for torch networks on CUDA only
-    (on a CPU it was not faster: docs/benchmarks.md, "Device-resident inference"). Imports nothing.
+    (on a CPU it was not faster: docs/experiments.md, "Device-resident inference"). Imports nothing.
 
     Raises:
         ConfigError: ``resident`` is True but a model is not a torch network (an ONNX export runs in ONNX

@@ -87,7 +87,7 @@ def resample(array: np.ndarray, shape: tuple[int, int], antialias: bool) -> np.n
     A weighted sum of the few input pixels each output pixel reads, along the rows, then along the rows
     of the transposed result (numpy gathers whole rows much faster than single elements), rather than a
     matrix product: numpy's BLAS would start its own threads, which fought the network's for the two
-    cores (an in-process predict 1.2 -> 1.6-1.9 s with them; docs/benchmarks.md, "A torch-free predict").
+    cores (an in-process predict 1.2 -> 1.6-1.9 s with them; docs/experiments.md, "A torch-free predict").
     """
     y, x = array.shape[-2:]
     if (y, x) == tuple(shape):

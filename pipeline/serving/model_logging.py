@@ -21,8 +21,9 @@ from mlflow.models.model import ModelInfo
 from mlflow.types import ColSpec, Schema
 
 from pipeline.checkpoint.io import load_checkpoint
-from pipeline.evaluation.clinical import CLINICAL_KEYS
-from pipeline.serving.schema import CURVE_COLUMNS, DICOM_ZIP_COLUMN, INPUT_COLUMN, MAX_ZIP_MEMBERS
+from pipeline.clinical.indices import CLINICAL_KEYS
+from pipeline.clinical.readout_columns import CURVE_COLUMNS, DICOM_ZIP_COLUMN, INPUT_COLUMN
+from pipeline.data.image_bytes import MAX_ZIP_MEMBERS
 
 log = logging.getLogger(__name__)
 

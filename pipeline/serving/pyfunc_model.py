@@ -14,8 +14,8 @@ The model never reads a path: the column carries the image itself.
 Output, one row per input row (:data:`OUTPUT_COLUMNS`): ``labels_nifti`` (base64 of a gzip NIfTI
 ``(X, Y, Z, T)`` uint8 with the input's affine), ``lv_volume_ml`` / ``rv_volume_ml`` / ``myo_volume_ml``
 (JSON lists, one volume per frame, ml), ``ed_frame`` / ``es_frame`` (0-based, from the volume curves),
-LV/RV EDV, ESV (ml), EF (%), ``MYO_mass`` (g), ``status`` (see :class:`~pipeline.serving.readout.Readout`),
-and quality control (pipeline.evaluation.quality): ``qc_ok`` (no flag), ``qc_score``, ``qc_flags``
+LV/RV EDV, ESV (ml), EF (%), ``MYO_mass`` (g), ``status`` (see :class:`~pipeline.clinical.readout.Readout`),
+and quality control (pipeline.clinical.quality_control): ``qc_ok`` (no flag), ``qc_score``, ``qc_flags``
 (space-separated names; a flagged case is answered like any other, never dropped).
 
 Bad input raises ``MlflowException(error_code=INVALID_PARAMETER_VALUE)``, which the scoring server
@@ -37,20 +37,20 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel, PythonModelContext
 
-from pipeline.evaluation.clinical import CLINICAL_KEYS
-from pipeline.evaluation.quality import qc_columns
-from pipeline.serving.codec import RequestError, decode_dicom_zip, decode_nifti, encode_labels
-from pipeline.serving.readout import Readout, segmented_readout
-from pipeline.serving.report import case_quality
-from pipeline.serving.schema import (
-    CURVE_COLUMNS,
+from pipeline.clinical.indices import CLINICAL_KEYS
+from pipeline.clinical.quality_control import qc_columns
+from pipeline.clinical.readout import Readout, segmented_readout
+from pipeline.clinical.readout_columns import CURVE_COLUMNS, DICOM_ZIP_COLUMN, INPUT_COLUMN, OUTPUT_COLUMNS
+from pipeline.clinical.report import case_quality
+from pipeline.data.image_bytes import (
     DECOMPRESSION_FACTOR,
     DEFAULT_MAX_REQUEST_BYTES,
-    DICOM_ZIP_COLUMN,
-    INPUT_COLUMN,
     MAX_ZIP_MEMBERS,
-    OUTPUT_COLUMNS,
+    decode_dicom_zip,
+    decode_nifti,
+    encode_labels,
 )
+from pipeline.errors import RequestError
 
 log = logging.getLogger(__name__)
 

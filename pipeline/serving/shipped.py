@@ -22,8 +22,8 @@ def register(name: str | None, model_name: str, alias: str = "shipped") -> str:
     ``models:/`` URI to serve. No training run is needed."""
     import mlflow
 
+    from pipeline.data.image_bytes import DEFAULT_MAX_REQUEST_BYTES
     from pipeline.serving.model_logging import log_pyfunc_model
-    from pipeline.serving.schema import DEFAULT_MAX_REQUEST_BYTES
 
     model = shipped_model(name)
     settings = model.manifest.get("settings", {})

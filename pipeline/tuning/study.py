@@ -24,13 +24,13 @@ import torch
 
 from pipeline.config import section
 from pipeline.errors import ConfigError, PipelineError
+from pipeline.experiments.folds import train_folds
 from pipeline.preprocessing.store import ClipStore
 from pipeline.splitting.folds import read_split
 from pipeline.tracking import TrackingConfig, make_tracker
 from pipeline.tracking.config import redact_uri
 from pipeline.training.config import TrainConfig
 from pipeline.training.runkey import content_key
-from pipeline.training.trainer import train_fold
 from pipeline.tuning.config import TUNABLE, TuneConfig
 
 if TYPE_CHECKING:
@@ -167,8 +167,6 @@ def _finished(study: optuna.Study) -> int:
 def _objective(spec: WorkerSpec, store: ClipStore, split: dict[str, Any], parent_run_id: str | None):
     import optuna
 
-    fold_spec = split["folds"][spec.fold]
-
     def objective(trial: optuna.Trial) -> float:
         cfg = trial_config(spec.tune, spec.train, trial, spec.fold)
         tags = {
@@ -197,8 +195,8 @@ def _objective(spec: WorkerSpec, store: ClipStore, split: dict[str, Any], parent
             with tempfile.TemporaryDirectory(
                 prefix=f"{spec.study_name}-{trial.number}-", dir=spec.work
             ) as work:
-                result = train_fold(store, fold_spec["train"], fold_spec["val"], cfg, Path(work), spec.fold,
-                                    on_epoch, progress=False)  # fmt: skip
+                (result,) = train_folds(store, split, cfg, Path(work), [spec.fold],
+                                        on_epoch=lambda _fold, row: on_epoch(row), progress=False)  # fmt: skip
             trial.set_user_attr("best_epoch", result.best_epoch)
             run.log_metrics({"best_val_dice": result.best_dice})
             run.set_tags({"optuna_state": "COMPLETE"})

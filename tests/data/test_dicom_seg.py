@@ -11,11 +11,11 @@ import numpy as np
 import pydicom
 import pytest
 
+from pipeline.clinical.readout import readout
 from pipeline.data import dicom, dicom_seg
+from pipeline.data.image_bytes import encode_labels
 from pipeline.errors import DataError
-from pipeline.serving import predict_cli
-from pipeline.serving.codec import encode_labels
-from pipeline.serving.readout import readout
+from pipeline.inference import predict_cli
 from tests.conftest import make_record
 
 

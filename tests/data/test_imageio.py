@@ -9,8 +9,8 @@ import pytest
 
 from pipeline.data import imageio
 from pipeline.data.acdc import affine_from_spacing
+from pipeline.data.image_bytes import decode_nifti, encode_cine
 from pipeline.errors import DataError, RequestError
-from pipeline.serving.codec import decode_nifti, encode_cine
 
 
 def test_file_and_bytes_readers_agree(tmp_path: Path) -> None:

@@ -8,8 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.evaluation.clinical import volume_curves
-from pipeline.evaluation.figures import bland_altman_figure, overlay_figure, volume_curve_figure
+from pipeline.evaluation.figures import bland_altman_figure, overlay_figure
 from pipeline.evaluation.metrics import evaluate_case
 from pipeline.evaluation.report import summarise, table1_markdown
 from tests.conftest import make_record
@@ -120,14 +119,6 @@ def test_overlay_figure(tmp_path):
     assert_png(out)
     with pytest.raises(ValueError, match="slices"):
         overlay_figure(rec.cine[0], gt, pred, [5], tmp_path / "bad.png", "")
-
-
-def test_volume_curve_figure(tmp_path):
-    rec = make_record(t=8)
-    curves = volume_curves(rec.cine_labels, rec.spacing)
-    pred = {k: v * 1.05 for k, v in curves.items()}
-    assert_png(volume_curve_figure(pred, curves, {"ED": 0, "ES": 4}, tmp_path / "curves.png", "p1"))
-    assert_png(volume_curve_figure(pred, None, None, tmp_path / "curves_pred_only.png"))
 
 
 def test_bland_altman_figure(tmp_path):

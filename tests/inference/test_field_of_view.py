@@ -14,10 +14,10 @@ import pytest
 import torch
 from torch import nn
 
-from benchmarks.fov_demo import TEST, score, train
 from pipeline.checkpoint.view import View, checkpoint_view
 from pipeline.data.phantom import PhantomConfig
 from pipeline.errors import ConfigError, DataError
+from pipeline.experiments.phantom import HELD_OUT, phantom_dice, train_on_crops
 from pipeline.inference.locate import heart_centre, locate_maps, window_starts
 from pipeline.inference.predict import Segmenter
 
@@ -26,13 +26,13 @@ torch.set_num_threads(1)
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The checkpoint of benchmarks.fov_demo's recipe and the store's metadata of its training patients."""
-    return train(tmp_path_factory.mktemp("fov"))
+    """A small U-Net trained on phantom heart crops and the store's metadata of its training patients."""
+    return train_on_crops(tmp_path_factory.mktemp("fov"))
 
 
 def _mean_dice(seg: Segmenter, cfg: PhantomConfig) -> float:
     """Mean 3D Dice of LV, MYO and RV at ED and ES over ``cfg``'s patients."""
-    return score(seg, cfg)[0]
+    return phantom_dice(seg, cfg)[0]
 
 
 def test_training_records_the_median_field_of_view_of_its_patients(trained: tuple) -> None:
@@ -52,9 +52,9 @@ def test_dice_holds_at_twice_the_field_of_view_and_another_spacing_only_when_loc
     """Measured: 0.931 at training's field of view, 0.932 at twice it (0.604 with locate off), 0.931 at
     ~2x at 0.85-1.0 mm (0.629 off)."""
     seg = Segmenter.from_checkpoint(trained[0])
-    default = _mean_dice(seg, TEST)
-    twice = replace(TEST, matrix=(192, 192))
-    finer = replace(TEST, matrix=(320, 320), inplane_spacing_mm=(0.85, 1.0))  # 270-320 mm
+    default = _mean_dice(seg, HELD_OUT)
+    twice = replace(HELD_OUT, matrix=(192, 192))
+    finer = replace(HELD_OUT, matrix=(320, 320), inplane_spacing_mm=(0.85, 1.0))  # 270-320 mm
     located = {"2x": _mean_dice(seg, twice), "2x at 0.85-1.0 mm": _mean_dice(seg, finer)}
     off = _mean_dice(Segmenter.from_checkpoint(trained[0], locate="off"), twice)
     summary = f"default FOV {default:.3f}, located {located}, 2x with locate off {off:.3f}"

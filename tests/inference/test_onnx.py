@@ -17,10 +17,9 @@ from pipeline.checkpoint.io import save_checkpoint
 from pipeline.checkpoint.view import View
 from pipeline.data import imageio
 from pipeline.errors import DataError
-from pipeline.inference import onnx_export, onnx_network
+from pipeline.inference import onnx_export, onnx_network, predict_cli
 from pipeline.inference.predict import Segmenter
 from pipeline.models import available_models, build_model
-from pipeline.serving import predict_cli
 from tests.conftest import make_record
 
 REPO = Path(__file__).resolve().parents[2]
@@ -75,7 +74,7 @@ def test_predict_with_an_export_never_imports_torch_and_writes_the_same_labels(
     imageio.save_nifti(_cine()[0], make_record().affine, source)
     code = (
         "import sys\n"
-        "from pipeline.serving.predict_cli import main\n"
+        "from pipeline.inference.predict_cli import main\n"
         f"code = main(['--model', {str(onnx)!r}, '--input', {str(source)!r}, '--out', {str(tmp_path / 'onnx')!r}])\n"
         "print(code, 'torch' in sys.modules, 'onnxruntime' in sys.modules)\n"
     )

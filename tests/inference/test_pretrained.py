@@ -15,12 +15,12 @@ import torch
 
 from pipeline.checkpoint.io import save_checkpoint
 from pipeline.checkpoint.view import View
+from pipeline.data.image_bytes import encode_cine
 from pipeline.errors import DataError
-from pipeline.inference import pretrained
+from pipeline.inference import predict_cli, pretrained
 from pipeline.inference.predict import Segmenter
 from pipeline.models import build_model
-from pipeline.serving import predict_cli, shipped
-from pipeline.serving.codec import encode_cine
+from pipeline.serving import shipped
 from tests.conftest import make_record
 
 REPO = Path(__file__).resolve().parents[2]
@@ -174,7 +174,7 @@ def test_register_a_shipped_model_to_serve_it(shipped_root: Path, tmp_path: Path
     import mlflow
     import pandas as pd
 
-    from pipeline.serving.codec import decode_nifti
+    from pipeline.data.image_bytes import decode_nifti
 
     monkeypatch.setattr(pretrained.shipped_model, "__defaults__", (None, shipped_root))
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")

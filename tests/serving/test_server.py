@@ -29,11 +29,11 @@ from mlflow.tracking import MlflowClient
 from mlflow.tracking._tracking_service import utils as tracking_utils
 
 from pipeline.checkpoint.io import load_checkpoint, save_checkpoint
-from pipeline.evaluation.clinical import clinical_indices, phases_from_curves, volume_curves
+from pipeline.clinical.indices import clinical_indices, phases_from_curves, volume_curves
+from pipeline.data.image_bytes import decode_dicom_zip, decode_nifti, encode_cine
+from pipeline.inference import predict_cli
 from pipeline.inference.predict import Segmenter
 from pipeline.models import build_model
-from pipeline.serving import predict_cli
-from pipeline.serving.codec import decode_dicom_zip, decode_nifti, encode_cine
 from pipeline.serving.model_logging import log_pyfunc_model
 from tests.conftest import make_record
 
@@ -192,8 +192,8 @@ def test_server_answers_like_the_local_prediction(served: Served) -> None:
     else:
         assert row["status"] == "no_lv"
     # quality control answers with every case: the same verdict as on the local labels and probabilities
-    from pipeline.serving.readout import segmented_readout
-    from pipeline.serving.report import case_quality
+    from pipeline.clinical.readout import segmented_readout
+    from pipeline.clinical.report import case_quality
 
     with torch_threads(1):
         local = segmented_readout(local_segmenter(served.checkpoints), record.cine, expected, record.spacing)
@@ -258,7 +258,7 @@ def invoke_zip(url: str, data: bytes) -> requests.Response:
 
 
 def test_zipped_dicom_series_gets_the_labels_of_the_same_cine(served: Served, tmp_path: Path) -> None:
-    from tests.serving.test_codec import dicom_zip
+    from tests.data.test_image_bytes import dicom_zip
 
     record = make_record(seed=5)
     data = dicom_zip(tmp_path, record)
@@ -282,7 +282,7 @@ def test_bad_dicom_zips_get_400(served: Served, tmp_path: Path, case: str) -> No
     import io
     import zipfile
 
-    from tests.serving.test_codec import dicom_zip
+    from tests.data.test_image_bytes import dicom_zip
 
     if case == "zip-slip":
         data = dicom_zip(tmp_path, extra={"../../../tmp/owned.dcm": b"x"})

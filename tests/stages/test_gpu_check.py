@@ -1,24 +1,33 @@
-"""benchmarks.gpu_check on the CPU: the bundle keeps every clip of r <= 1 exactly; ``prepare`` then the
+"""benchmarks.gpu_check on the CPU: the bundle (pipeline.experiments.device_bundle) keeps every clip of r <= 1
+exactly; the deformable convolution's paths agree (pipeline.experiments.deform_check); ``prepare`` then the
 ``--dry-run`` of every section end to end (JSON, markdown, weights) in a fresh Python without the packages
 the GPU machine lacks; a second dry run with ``--resume`` skips what the first measured; a failing section
-is recorded and the run goes on."""
+is recorded and the run goes on; training against a deadline (pipeline.experiments.timed_training) stops
+between epochs. The script runs as a user runs it, in a subprocess: no test imports it."""
 
 from __future__ import annotations
 
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from benchmarks import gpu_bundle, gpu_check
 from pipeline.data.phantom import PhantomConfig, generate_dataset, iter_records
+from pipeline.experiments import device_bundle
+from pipeline.experiments.deform_check import compare_paths
+from pipeline.experiments.timed_training import train_until
 from pipeline.preprocessing.clips import clip_frames
+from pipeline.preprocessing.store import ClipStore
+from pipeline.splitting.folds import read_split
+from pipeline.training.config import TrainConfig
 from pipeline.vocabulary import PHASES, STRUCTURE_ORDER
 
 SECTIONS = (
@@ -32,8 +41,10 @@ SECTIONS = (
 )
 #: Not installed on the GPU machine: a run there must never import them.
 ABSENT = ("mlflow", "dvc", "prefect", "optuna", "great_expectations", "pydicom", "hypothesis", "medpy")
-#: ``python -c``: hide ABSENT (importing one raises ModuleNotFoundError), then run benchmarks.gpu_check.
+#: ``python -c``: hide ABSENT (importing one raises ModuleNotFoundError), run the PRELUDE (a test may break a
+#: library function there), then ``python -m benchmarks.gpu_check`` with the remaining arguments.
 LAUNCH = f"""
+import runpy
 import sys
 ABSENT = {ABSENT!r}
 class Absent:  # every finder answers "not found" for ABSENT, as where they are not installed
@@ -47,8 +58,8 @@ class Absent:  # every finder answers "not found" for ABSENT, as where they are 
         return getattr(self.inner, attr)
 sys.meta_path[:] = [Absent(finder) for finder in sys.meta_path]
 assert not [name for name in sys.modules if name.partition(".")[0] in ABSENT]
-from benchmarks.gpu_check import main
-sys.exit(main(sys.argv[1:]))
+exec(sys.argv.pop(1))  # the PRELUDE
+runpy.run_module("benchmarks.gpu_check", run_name="__main__")
 """
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -60,8 +71,8 @@ def test_bundle_keeps_every_clip_of_radius_one_and_refuses_non_int16() -> None:
         PhantomConfig(n_patients=3, matrix=(48, 48), n_frames=(4, 12), n_slices=(4, 4))
     ):
         record.cine[...] = np.round(record.cine)
-        back = gpu_bundle.unpack(record.patient_id, gpu_bundle.pack(record))
-        assert back.n_frames == len(gpu_bundle.kept_frames(record)) <= min(6, record.n_frames)
+        back = device_bundle.unpack(record.patient_id, device_bundle.pack(record))
+        assert back.n_frames == len(device_bundle.kept_frames(record)) <= min(6, record.n_frames)
         for phase in PHASES:
             assert np.array_equal(back.labels[phase], record.labels[phase])
             for r in (0, 1):
@@ -71,19 +82,53 @@ def test_bundle_keeps_every_clip_of_radius_one_and_refuses_non_int16() -> None:
         assert back.spacing == record.spacing and np.array_equal(back.affine, record.affine)
     record.cine[0, 0, 0, 0] += 0.5
     with pytest.raises(ValueError, match="int16"):
-        gpu_bundle.pack(record)
+        device_bundle.pack(record)
+
+
+def test_deformable_paths_agree_on_the_cpu_away_from_the_kinks() -> None:
+    rows = [compare_paths(torch.device("cpu"), 2, 3, 12, 12, 4, 3, modulated) for modulated in (False, True)]
+    assert all(r["ok"] and r["offset_out_of_tol_kept"] == 0.0 for r in rows), rows
+    assert all(0 < r["offset_kept"] < r["offset_elements"] for r in rows)  # some taps sit on a kink
+    assert {"x", "offset", "weight", "bias", "mask"} == set(rows[1]["backward_rel_err"])
+
+
+def test_training_stops_between_epochs_at_the_deadline(tiny_data: Path, tmp_path: Path) -> None:
+    """What Table 1 trains with: the clock stops it after an epoch (the dry run, unclocked, never does), and
+    its real clips/s are the medians after the first epoch."""
+    store, split = ClipStore(tiny_data / "pre"), read_split(tiny_data / "folds.json")
+    cfg = TrainConfig(model="unet", model_args={"base_channels": 4, "depth": 2}, max_epochs=3, patience=3,
+                      batch_size=8, device="cpu", threads=1, resume=False)  # fmt: skip
+    stopped = train_until(store, split, cfg, tmp_path, 0, deadline=time.monotonic())
+    assert stopped.stopped_by_clock and stopped.steps is None and len(stopped.history) == 1
+    assert stopped.checkpoint == tmp_path / "fold0" / "last.pt" and stopped.checkpoint.is_file()
+    assert stopped.rates(10, 5.0)["real_clips_per_s"] is None  # no epoch after the first
+    full = train_until(store, split, cfg, tmp_path, 0, deadline=time.monotonic() + 3600)
+    assert not full.stopped_by_clock and full.steps == "eager" and len(full.history) == 3
+    assert full.checkpoint.is_file() and all(h["wall_s"] >= h["train_s"] > 0 for h in full.history)
+    rates = full.rates(10, 5.0, drop_last=True)
+    assert rates["real_clips_per_s"] == 10 / full.history[1]["train_s"]
+    assert rates["wall_fraction"] == 10 / full.history[1]["wall_s"] / 5.0
+    no_raw = full.rates(10, None)
+    assert no_raw["wall_clips_per_s"] == 10 / statistics.median(h["wall_s"] for h in full.history[1:])
+    assert no_raw["real_fraction"] is None
 
 
 def _sections(out: Path) -> dict:
     return json.loads((out / "gpu_check.json").read_text())["sections"]
 
 
+def _gpu_check(args: list[str], prelude: str = "") -> None:
+    """``python -m benchmarks.gpu_check ARGS`` in a fresh Python where ABSENT cannot be imported, after
+    ``prelude``; it must exit 0."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", LAUNCH, prelude, *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=900)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
 def _run_without_absent(args: list[str]) -> dict:
     """The dry run in a fresh Python where ABSENT cannot be imported; its report."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-c", LAUNCH, "run", "--dry-run", "--threads", "1", *args], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=900)  # fmt: skip
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    _gpu_check(["run", "--dry-run", "--threads", "1", *args])
     out = Path(args[args.index("--out") + 1])
     report = json.loads((out / "gpu_check.json").read_text())
     statuses = {n: s["status"] for n, s in report["sections"].items()}
@@ -97,11 +142,11 @@ def test_prepare_and_dry_run_write_every_section_and_resume(tmp_path: Path) -> N
     generate_dataset(tmp_path / "raw", SMALL)
     bundle, site, out, work = (tmp_path / name for name in ("bundle", "site", "out", "work"))
     prepare = ["prepare", "--source", str(tmp_path / "raw"), "--out", str(bundle), "--site", str(site)]
-    assert gpu_check.main(prepare) == 0
+    _gpu_check(prepare)
     meta = json.loads((bundle / "bundle.json").read_text())
     assert len(meta["patients"]) == 6 and meta["check_patient"] in meta["fold0_val"]
     assert meta["frames_kept"] < meta["frames_total"]
-    assert 0 < meta["bytes"] < gpu_bundle.folder_bytes(bundle)
+    assert 0 < meta["bytes"] < device_bundle.folder_bytes(bundle)
     assert (site / "nibabel" / "__init__.py").is_file() and not list(site.rglob("tests"))
 
     run = ["--bundle", str(bundle), "--work", str(work)]
@@ -185,20 +230,16 @@ def test_prepare_and_dry_run_write_every_section_and_resume(tmp_path: Path) -> N
     assert again["table1"]["plan"]["epochs"] == 1 and not (tmp_path / "out2" / "weights").exists()
 
 
-def test_a_failing_section_is_recorded_and_the_next_runs(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    def broken(ctx: object, res: dict) -> str:
-        raise RuntimeError("deliberately broken")
-
-    monkeypatch.setitem(gpu_check.RUNNERS, "deform_conv", broken)
-    threads = torch.get_num_threads()
-    try:
-        args = ["run", "--dry-run", "--threads", "1", "--work", str(tmp_path / "work"), "--bundle",
-                str(tmp_path / "none"), "--out", str(tmp_path / "out"), "--sections", "deform_conv", "train_step"]  # fmt: skip
-        assert gpu_check.main(args) == 0
-    finally:
-        torch.set_num_threads(threads)
+def test_a_failing_section_is_recorded_and_the_next_runs(tmp_path: Path) -> None:
+    broken = (
+        "import pipeline.experiments.deform_check as check\n"
+        "def broken(*args, **kwargs):\n"
+        "    raise RuntimeError('deliberately broken')\n"
+        "check.compare_paths = broken"
+    )
+    args = ["run", "--dry-run", "--threads", "1", "--work", str(tmp_path / "work"), "--bundle",
+            str(tmp_path / "none"), "--out", str(tmp_path / "out"), "--sections", "deform_conv", "train_step"]  # fmt: skip
+    _gpu_check(args, prelude=broken)
     sections = _sections(tmp_path / "out")
     assert (
         sections["deform_conv"]["status"] == "error"

@@ -5,7 +5,8 @@ The NIfTI <-> memory-convention conversion itself and its checks are :mod:`pipel
 the DICOM series reading :mod:`pipeline.data.dicom`'s; this module only handles the bytes around them.
 A zip's limits (size, member count, names, compression ratio) are checked from its central directory
 before a member is decompressed, and every member is then read with a cap, since a header may lie.
-Every failure is a :class:`RequestError` with one readable sentence; nothing here touches the filesystem.
+Every failure is a :class:`~pipeline.errors.RequestError` with one readable sentence; nothing here touches
+the filesystem. The limits a request's bytes are held to (size, decompression, zip members) live here too.
 """
 
 from __future__ import annotations
@@ -22,16 +23,21 @@ import numpy as np
 from pipeline.data import imageio
 from pipeline.data.imageio import DEFAULT_MAX_IMAGE_BYTES
 from pipeline.errors import RequestError
-from pipeline.serving.schema import MAX_ZIP_MEMBERS
 
 __all__ = [
-    "RequestError",
     "decode_dicom_zip",
     "decode_nifti",
     "encode_cine",
     "encode_labels",
     "gunzip_capped",
 ]
+
+#: Default cap on one decoded request (bytes, before gunzip or unzip) when model_config has none.
+DEFAULT_MAX_REQUEST_BYTES = 64 * 1024 * 1024
+#: The decompressed image (or the zip's members together) may be this many times larger than the request.
+DECOMPRESSION_FACTOR = 16
+#: Most members a DICOM zip may hold (a 60-frame, 30-slice cine is 1,800 files).
+MAX_ZIP_MEMBERS = 10_000
 
 GZIP_MAGIC = b"\x1f\x8b"
 #: A member whose declared size is more than this many times its compressed size is a zip bomb (DICOM

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.evaluation import quality
-from pipeline.evaluation.clinical import clinical_indices, volume_curves
-from pipeline.evaluation.quality import (
+from pipeline.clinical import quality_control
+from pipeline.clinical.indices import clinical_indices, volume_curves
+from pipeline.clinical.quality_control import (
     assess,
     auroc,
     basal_slice,
@@ -198,8 +198,8 @@ def test_an_rv_in_two_pieces_and_an_open_apical_tip_raise_no_flag(monkeypatch: p
     assert m["lv_open"] == 0.0  # the tip (28 px, 3 % of the largest cavity) is not judged
     assert assess({"ED": labels}).ok
     with monkeypatch.context() as patch:  # judged like the other slices, the tip is open
-        patch.setattr(quality, "LV_OPEN_MIN_AREA", 0.0)
-        assert phase_measures(labels)["lv_open"] > quality.THRESHOLDS["lv_open"]
+        patch.setattr(quality_control, "LV_OPEN_MIN_AREA", 0.0)
+        assert phase_measures(labels)["lv_open"] > quality_control.THRESHOLDS["lv_open"]
     opened = labels.copy()
     opened[4][(opened[4] == MYO) & (xx > 72)] = 0  # the same opening on a full-size slice is flagged
     assert "lv_open@ED" in assess({"ED": opened}).flags
@@ -210,7 +210,7 @@ def test_qc_readout_counts_bad_worst_and_flagged_volumes() -> None:
     hd = [5.0, 20.0, 8.0, 30.0, float("nan")]  # HD over 15 mm or undefined: bad too
     score = [0.1, 2.0, 3.0, 5.0, 1.0]
     flagged = [False, True, False, True, True]
-    got = quality.qc_readout(dice, hd, score, flagged)
+    got = quality_control.qc_readout(dice, hd, score, flagged)
     assert got["bad"] == 4 and got["dice_below_0.80"] == 1
     assert got["auroc_bad"] == 1.0  # every bad volume scores above the one good volume
     assert got["spearman_score_vs_dice"] < 0

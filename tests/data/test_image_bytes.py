@@ -8,14 +8,14 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from pipeline.serving.codec import (
-    RequestError,
+from pipeline.data.image_bytes import (
     decode_dicom_zip,
     decode_nifti,
     encode_cine,
     encode_labels,
     gunzip_capped,
 )
+from pipeline.errors import RequestError
 from tests.conftest import make_record
 
 

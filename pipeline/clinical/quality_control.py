@@ -40,7 +40,7 @@ anatomy measures (lv_open, rv_detached) and of the consistency (CONSISTENCY_WEIG
 + SLICE_CONSISTENCY_WEIGHT x (1 - the worst slice's estimated Dice)), so cases order by how much looks
 wrong; each phase also gets its own score (its anatomy and the case's physiology) for judging one volume;
 ``ok`` is no flag. The thresholds and weights were set on the cross-validated predictions of five U-Net
-folds (benchmarks/qc_validation.py, docs/benchmarks.md, "Quality control") and checked on another
+folds (benchmarks/qc_validation.py, docs/experiments.md, "Quality control") and checked on another
 model's; how the score separates good from bad volumes is measured there.
 """
 
@@ -271,7 +271,7 @@ def physiology_flags(
     indices: Mapping[str, float], lv_curve: Sequence[float] | None
 ) -> tuple[list[str], dict[str, Any]]:
     """Flags and measures of a case's read-out (LV/RV EDV, ESV, EF, MYO_mass; the LV volume curve)."""
-    from pipeline.evaluation.clinical import _smooth_cycle
+    from pipeline.clinical.indices import _smooth_cycle
 
     flags, measures = [], {}
     finite = {k: v for k, v in indices.items() if isinstance(v, int | float) and math.isfinite(v)}

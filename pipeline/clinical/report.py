@@ -8,9 +8,9 @@ report looks for, with where every number came from.
 - The heart rate when the timing is known: DICOM HeartRate, else 60000 / NominalInterval (the R-R interval,
   ms), else the frames' TriggerTime spacing times their number (retrospective gating: the frames span one
   R-R interval), each named.
-- Which frames were taken as ED and ES and by which rule (:func:`pipeline.evaluation.clinical.phases_from_curves`).
+- Which frames were taken as ED and ES and by which rule (:func:`pipeline.clinical.indices.phases_from_curves`).
 - LV and RV volumes, the LV EF and the indexed LV mass against published adult reference ranges, sex-specific where the input
-  gives the sex (:mod:`pipeline.evaluation.reference_ranges`, sources cited in the report).
+  gives the sex (:mod:`pipeline.clinical.reference_ranges`, sources cited in the report).
 
 A value that cannot be known (no height, no timing, a NIfTI without a sidecar) is null, with the reason
 beside it; it is never an error and never a made-up number.
@@ -25,10 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.evaluation.clinical import ED_FIRST_TOLERANCE, MYOCARDIAL_DENSITY_G_PER_ML
-from pipeline.evaluation.quality import Quality, assess
-from pipeline.evaluation.reference_ranges import mark_report
-from pipeline.serving.readout import Readout
+from pipeline.clinical.indices import ED_FIRST_TOLERANCE, MYOCARDIAL_DENSITY_G_PER_ML
+from pipeline.clinical.quality_control import Quality, assess
+from pipeline.clinical.readout import Readout
+from pipeline.clinical.reference_ranges import mark_report
 
 PHASE_METHOD = (
     "cycle rule: the LV volume curve smoothed around the cycle; ES at its minimum; ED at the first frame "
@@ -171,9 +171,9 @@ def clinical_report(result: Readout, subject: Subject, n_frames: int) -> dict[st
 
 
 def case_quality(labels: np.ndarray, result: Readout) -> Quality:
-    """Quality control of a segmented (T, Z, Y, X) cine (pipeline.evaluation.quality): the ED and ES volumes
-    the read-out chose, its indices and LV curve; a cine without ED/ES (one frame, no LV) is checked as
-    its first frame."""
+    """Quality control of a segmented (T, Z, Y, X) cine (pipeline.clinical.quality_control): the ED and ES
+    volumes the read-out chose, its indices and LV curve; a cine without ED/ES (one frame, no LV) is
+    checked as its first frame."""
     labels = np.asarray(labels)
     if labels.ndim == 3:
         labels = labels[None]

@@ -23,12 +23,12 @@ heart crops) is searched for the heart first and segmented in a window of traini
     <name>_volumes.csv     frame (0-based), LV_ml, RV_ml, MYO_ml
     <name>_volumes.png     LV and RV volume curves with ED and ES marked
     <name>_indices.json    ED/ES frames, LV/RV EDV, ESV (ml), EF (%), MYO_mass (g), status (NaN -> null)
-    <name>_report.json     the clinical report (pipeline.serving.report): LV/RV EDV, ESV, SV, EF and the
+    <name>_report.json     the clinical report (pipeline.clinical.report): LV/RV EDV, ESV, SV, EF and the
                            mass, indexed to BSA when height and weight are known (Info.cfg, DICOM), the
                            heart rate when the timing is, how ED/ES were found, quality control (flags,
                            score); null + reason otherwise
     <name>_report.html     the same as one self-contained page: the QC verdict, the numbers, the volume
-                           curves and the ED/ES contours on every slice (pipeline.serving.report_html)
+                           curves and the ED/ES contours on every slice (pipeline.clinical.report_html)
     <name>_seg_ED.dcm      DICOM input only (when ED/ES are found): the ED and ES labels as DICOM
     <name>_seg_ES.dcm      Segmentations (SEG, highdicom) of the source images, for DICOM viewers
 
@@ -66,26 +66,26 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pipeline.atomic import atomic_directory, atomic_write_bytes, atomic_write_text
-from pipeline.data import imageio
-from pipeline.errors import DataError, PipelineError
-from pipeline.evaluation.clinical import CLINICAL_KEYS, CLINICAL_UNITS
-from pipeline.evaluation.quality import qc_columns
-from pipeline.inference.locate import LOCATE_MODES
-from pipeline.inference.network import PRECISIONS
-from pipeline.inference.onnx_network import is_export
-from pipeline.inference.postprocess import POSTPROCESS_MODES
-from pipeline.inference.tta import TTA_MODES
-from pipeline.serving.codec import RequestError, decode_nifti, encode_cine, encode_labels
-from pipeline.serving.readout import Readout, segmented_readout
-from pipeline.serving.report import (
+from pipeline.clinical.indices import CLINICAL_KEYS, CLINICAL_UNITS
+from pipeline.clinical.quality_control import qc_columns
+from pipeline.clinical.readout import Readout, segmented_readout
+from pipeline.clinical.readout_columns import CURVE_COLUMNS
+from pipeline.clinical.report import (
     Subject,
     case_quality,
     clinical_report,
     subject_from_dicom,
     subject_from_info_cfg,
 )
-from pipeline.serving.report_html import cohort_html, report_html
-from pipeline.serving.schema import CURVE_COLUMNS, DECOMPRESSION_FACTOR
+from pipeline.clinical.report_html import cohort_html, report_html
+from pipeline.data import imageio
+from pipeline.data.image_bytes import DECOMPRESSION_FACTOR, decode_nifti, encode_cine, encode_labels
+from pipeline.errors import DataError, PipelineError, RequestError
+from pipeline.inference.locate import LOCATE_MODES
+from pipeline.inference.network import PRECISIONS
+from pipeline.inference.onnx_network import is_export
+from pipeline.inference.postprocess import POSTPROCESS_MODES
+from pipeline.inference.tta import TTA_MODES
 from pipeline.vocabulary import CURVE_ORDER
 
 if TYPE_CHECKING:
@@ -95,7 +95,7 @@ log = logging.getLogger(__name__)
 
 #: Largest input file the CLI reads (bytes); the served model has its own limit.
 MAX_INPUT_BYTES = 2 * 1024**3
-#: Defaults for checkpoint files: the levers measured best on acdc-roi (docs/benchmarks.md).
+#: Defaults for checkpoint files: the levers measured best on acdc-roi (docs/experiments.md).
 DEFAULT_TTA = "flips"
 DEFAULT_POSTPROCESS = "lcc_fill"
 #: summary.csv's report columns: (column, section of the report, its key)
@@ -348,7 +348,7 @@ def write_outputs(out: Path, stem: str, labels_nifti: bytes, result: Readout, ti
     """Write the result files of one cine into ``out`` (the report and its page too when given); returns
     them by kind. For a DICOM input (``source``, a :class:`~pipeline.data.dicom.DicomCine`, and the
     ``(T, Z, Y, X)`` ``labels``) with ED and ES found, also the DICOM SEG of each (:func:`write_dicom_seg`)."""
-    from pipeline.evaluation.figures import volume_curve_figure
+    from pipeline.clinical.curve_figure import volume_curve_figure
 
     out.mkdir(parents=True, exist_ok=True)
     files = {

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pipeline.evaluation.clinical import CLINICAL_KEYS, clinical_indices, phases_from_curves, volume_curves
-from pipeline.evaluation.quality import phase_consistency
+from pipeline.clinical.indices import CLINICAL_KEYS, clinical_indices, phases_from_curves, volume_curves
+from pipeline.clinical.quality_control import phase_consistency
 
 if TYPE_CHECKING:
     from pipeline.inference.predict import Segmenter
@@ -26,7 +26,7 @@ class Readout:
     Attributes:
         curves: ``{"LV", "RV", "MYO"}`` -> (T,) volumes in ml.
         ed_frame, es_frame: 0-based ED and ES frames from the volume curves (0 when undefined):
-            :func:`~pipeline.evaluation.clinical.phases_from_curves`' default rule, the first frame as ED
+            :func:`~pipeline.clinical.indices.phases_from_curves`' default rule, the first frame as ED
             unless the smoothed LV volume peaks more than 10 % above it, ES at its minimum (DICOM
             frames are ordered by TriggerTime, so the first is the R wave's).
         indices: LV/RV EDV, ESV (ml), EF (%) and MYO_mass (g); NaN where undefined.
@@ -34,8 +34,9 @@ class Readout:
             (no LV voxel in any frame).
         consistency: ``{"ED": ..., "ES": ...}`` the model's estimate of its own Dice on those frames (and
             ``"ED_basal"``, ``"ES_basal"``: on their basal slice alone)
-            (pipeline.evaluation.quality.estimated_dice, from the probabilities averaged over TTA views and
-            ensemble members); empty when the probabilities were not at hand (labels read from a file).
+            (pipeline.clinical.quality_control.estimated_dice, from the probabilities averaged over TTA
+            views and ensemble members); empty when the probabilities were not at hand (labels read from
+            a file).
     """
 
     curves: dict[str, np.ndarray]

@@ -122,7 +122,7 @@ td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f3f3
 
 def report_html(name: str, report: Mapping[str, Any], image: np.ndarray, labels: np.ndarray,
                 curves: Mapping[str, Sequence[float]]) -> str:  # fmt: skip
-    """The page of one case: ``image`` and ``labels`` (T, Z, Y, X), the report of pipeline.serving.report."""
+    """The page of one case: ``image`` and ``labels`` (T, Z, Y, X), the report of pipeline.clinical.report."""
     image, labels = np.asarray(image), np.asarray(labels)
     image = image[None] if image.ndim == 3 else image  # one frame: (Z, Y, X)
     labels = labels[None] if labels.ndim == 3 else labels

@@ -18,10 +18,10 @@ import pytest
 import torch
 
 from pipeline.checkpoint.io import save_checkpoint
+from pipeline.clinical.report_html import COLOURS, overlay, png
 from pipeline.data.acdc import write_patient
+from pipeline.inference import predict_cli
 from pipeline.models import build_model
-from pipeline.serving import predict_cli
-from pipeline.serving.report_html import COLOURS, overlay, png
 from tests.conftest import make_record
 
 

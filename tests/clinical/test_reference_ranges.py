@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.evaluation.reference_ranges import SOURCES, mark, reference_range
-from pipeline.serving.readout import Readout
-from pipeline.serving.report import Subject, clinical_report
-from pipeline.serving.report_html import report_html
+from pipeline.clinical.readout import Readout
+from pipeline.clinical.reference_ranges import SOURCES, mark, reference_range
+from pipeline.clinical.report import Subject, clinical_report
+from pipeline.clinical.report_html import report_html
 
 
 def test_ranges_are_mean_plus_minus_1_96_sd_per_sex() -> None:

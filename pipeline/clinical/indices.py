@@ -93,7 +93,7 @@ def phases_from_curves(curves: Mapping[str, np.ndarray], rule: str = "cycle") ->
       curve's maximum is more than :data:`ED_FIRST_TOLERANCE` above that frame's volume, and then the
       maximum.
     - ``cycle_lv_rv``: the same on LV + RV (RV ignored when absent). On cross-validated acdc-roi curves the
-      RV's noisier segmentation moved ES away more often than it helped (docs/benchmarks.md, "ED and ES").
+      RV's noisier segmentation moved ES away more often than it helped (docs/experiments.md, "ED and ES").
     - ``lv_extrema``: the raw LV curve's maximum and minimum (the rule before; ties: the first).
 
     Args:

@@ -7,14 +7,14 @@ import math
 import numpy as np
 import pytest
 
-from pipeline.evaluation.agreement import agreement, agreement_summary
-from pipeline.evaluation.clinical import (
+from pipeline.clinical.indices import (
     CLINICAL_KEYS,
     clinical_indices,
     phases_from_curves,
     structure_volumes,
     volume_curves,
 )
+from pipeline.evaluation.agreement import agreement, agreement_summary
 from pipeline.inference.postprocess import largest_component
 from tests.conftest import make_record
 

@@ -1,4 +1,4 @@
-"""The compact acdc-roi bundle that travels to a lent GPU machine with ``benchmarks.gpu_check``.
+"""The compact acdc-roi bundle that travels to a lent GPU machine (``benchmarks.gpu_check`` prepares and reads it).
 
 The device machine receives the working tree and a few ignored folders (64 MiB in all), never
 ``../shared``. A 256 x 256 clip store of acdc-roi would be ~435 MB, and the raw NIfTI files are 145 MB, so
@@ -21,7 +21,8 @@ Layout of a bundle folder::
     check_cine.npz           the whole cine of one fold-0 validation patient (CPU vs CUDA check)
 
 ``site/`` beside the bundle holds nibabel (pure Python, tests dropped): the device image has none, and
-the pipeline's image I/O needs it.
+the pipeline's image I/O needs it. What comes back is within the same limit: :func:`fp16_weights` writes
+a trained checkpoint's weights in half precision.
 """
 
 from __future__ import annotations
@@ -215,3 +216,19 @@ def synthetic_bundle(out: Path, split: dict[str, Any], n_patients: int = 6) -> d
         for r in iter_records(cfg)
     ]
     return write_bundle(records, out, f"phantom: {n_patients} patients, 48 x 48", split)
+
+
+def fp16_weights(ckpt: Path, out: Path) -> int:
+    """``ckpt``'s weights as fp16, with what rebuilds the model (name, config, preprocessing, view, fold,
+    epoch, validation Dice, params; ``Segmenter.from_files`` loads it), written to ``out``; its bytes."""
+    import torch
+
+    from pipeline.checkpoint.io import load_checkpoint
+
+    ck = load_checkpoint(ckpt)
+    keep = {"model_name", "model_config", "preprocess", "view", "fold", "epoch", "val_dice", "params"}
+    payload = {k: v for k, v in ck.items() if k in keep}
+    payload["state_dict"] = {k: v.half() if v.is_floating_point() else v for k, v in ck["state_dict"].items()}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(payload, out)
+    return out.stat().st_size

@@ -15,8 +15,8 @@ import torch
 from pipeline.checkpoint.io import save_checkpoint
 from pipeline.data import dicom, imageio
 from pipeline.data.acdc import write_patient
+from pipeline.inference import predict_cli
 from pipeline.models import build_model
-from pipeline.serving import predict_cli
 from tests.conftest import make_record
 
 
@@ -144,7 +144,7 @@ def test_the_predict_module_imports_only_what_every_path_needs() -> None:
 
     later = ["torch", "onnxruntime", "mlflow", "pandas", "torchvision", "scipy.ndimage", "matplotlib"]
     code = (
-        "import sys, pipeline.serving.predict_cli\n"
+        "import sys, pipeline.inference.predict_cli\n"
         f"print(','.join(m for m in {later!r} if m in sys.modules))\n"
         "print('nibabel' in sys.modules)\n"
     )

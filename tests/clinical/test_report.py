@@ -12,12 +12,12 @@ import pytest
 import torch
 
 from pipeline.checkpoint.io import save_checkpoint
+from pipeline.clinical.readout import Readout
+from pipeline.clinical.report import Subject, bsa_mosteller, clinical_report
 from pipeline.data.acdc import write_patient
 from pipeline.data.dicom import write_series
+from pipeline.inference import predict_cli
 from pipeline.models import build_model
-from pipeline.serving import predict_cli
-from pipeline.serving.readout import Readout
-from pipeline.serving.report import Subject, bsa_mosteller, clinical_report
 from tests.conftest import make_record
 
 INDICES = {"LV_EDV": 150.0, "LV_ESV": 60.0, "LV_EF": 60.0, "RV_EDV": 160.0, "RV_ESV": 80.0, "RV_EF": 50.0,
