@@ -34,9 +34,11 @@ else
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 endif
 
-## The test suite (offline, CPU), after the linter and the dvc.lock guard (pipeline.orchestration.lock_status).
+## The test suite (offline, CPU), after the linter, the type checker and the dvc.lock guard
+## (pipeline.orchestration.lock_status).
 test: $(STAMP)
 	$(BIN)/ruff check pipeline stages tests benchmarks
+	$(BIN)/mypy
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pipeline.orchestration.lock_status
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q
 

@@ -268,12 +268,13 @@ def _minima(curve: np.ndarray, prominence: float) -> int:
 
 
 def physiology_flags(
-    indices: Mapping[str, float], lv_curve: Sequence[float] | None
+    indices: Mapping[str, float], lv_curve: Sequence[float] | np.ndarray | None
 ) -> tuple[list[str], dict[str, Any]]:
     """Flags and measures of a case's read-out (LV/RV EDV, ESV, EF, MYO_mass; the LV volume curve)."""
     from pipeline.clinical.indices import _smooth_cycle
 
-    flags, measures = [], {}
+    flags: list[str] = []
+    measures: dict[str, Any] = {}
     finite = {k: v for k, v in indices.items() if isinstance(v, int | float) and math.isfinite(v)}
     if any(finite.get(f"{s}_EDV", math.inf) <= finite.get(f"{s}_ESV", -math.inf) for s in ("LV", "RV")):
         flags.append("edv_not_above_esv")
@@ -299,7 +300,7 @@ def physiology_flags(
 
 
 def assess(phases: Mapping[str, np.ndarray], indices: Mapping[str, float] | None = None,
-           lv_curve: Sequence[float] | None = None,
+           lv_curve: Sequence[float] | np.ndarray | None = None,
            consistency: Mapping[str, float] | None = None) -> Quality:  # fmt: skip
     """QC of a case: ``phases`` {"ED": (Z, Y, X), "ES": ...} labels, the read-out's indices and LV curve,
     and per phase the :func:`estimated_dice` of the probabilities behind the labels (``consistency``, as
@@ -319,7 +320,7 @@ def assess(phases: Mapping[str, np.ndarray], indices: Mapping[str, float] | None
 
 
 def judge(phases: Mapping[str, Mapping[str, Any]], indices: Mapping[str, float] | None = None,
-          lv_curve: Sequence[float] | None = None) -> Quality:  # fmt: skip
+          lv_curve: Sequence[float] | np.ndarray | None = None) -> Quality:  # fmt: skip
     """Flags and scores from measures already taken: ``phases`` {phase: :func:`phase_measures` plus the
     consistency measures}, the read-out's indices and LV curve. :func:`assess` measures, then judges;
     a stored :meth:`Quality.as_record` can be judged again under other thresholds the same way."""

@@ -71,7 +71,7 @@ def _img(rgb: np.ndarray, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
-def curves_svg(curves: Mapping[str, Sequence[float]], ed: int | None, es: int | None, width: int = 560,
+def curves_svg(curves: Mapping[str, Sequence[float] | np.ndarray], ed: int | None, es: int | None, width: int = 560,
                height: int = 220) -> str:  # fmt: skip
     """An inline SVG of the volume curves (ml per frame) with ED and ES as vertical lines."""
     n = max((len(v) for v in curves.values()), default=0)
@@ -121,7 +121,7 @@ td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f3f3
 
 
 def report_html(name: str, report: Mapping[str, Any], image: np.ndarray, labels: np.ndarray,
-                curves: Mapping[str, Sequence[float]]) -> str:  # fmt: skip
+                curves: Mapping[str, Sequence[float] | np.ndarray]) -> str:  # fmt: skip
     """The page of one case: ``image`` and ``labels`` (T, Z, Y, X), the report of pipeline.clinical.report."""
     image, labels = np.asarray(image), np.asarray(labels)
     image = image[None] if image.ndim == 3 else image  # one frame: (Z, Y, X)

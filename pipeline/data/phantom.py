@@ -52,22 +52,22 @@ class _Exact:
         target = np.result_type(*kinds) if kinds else np.float64
         return out.astype(target) if out.dtype != target else out
 
-    def cos(self, x):  # type: ignore[no-untyped-def]
+    def cos(self, x):
         return self._call(np.cos, x)
 
-    def sin(self, x):  # type: ignore[no-untyped-def]
+    def sin(self, x):
         return self._call(np.sin, x)
 
-    def exp(self, x):  # type: ignore[no-untyped-def]
+    def exp(self, x):
         return self._call(np.exp, x)
 
-    def hypot(self, x, y):  # type: ignore[no-untyped-def]
+    def hypot(self, x, y):
         return self._call(np.hypot, x, y)
 
-    def arctan2(self, y, x):  # type: ignore[no-untyped-def]
+    def arctan2(self, y, x):
         return self._call(np.arctan2, y, x)
 
-    def power(self, x, p):  # type: ignore[no-untyped-def]
+    def power(self, x, p):
         return self._call(np.power, x, np.asarray(p, dtype=np.asarray(x).dtype))
 
 

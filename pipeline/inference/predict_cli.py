@@ -61,7 +61,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -142,7 +142,7 @@ def shipped_files(models: Sequence[str], device: str = "auto") -> list[str]:
     out: list[str] = []
     for model in models:
         if is_shipped(model):
-            kind = "torch" if device.startswith("cuda") else "onnx"
+            kind: Literal["onnx", "torch"] = "torch" if device.startswith("cuda") else "onnx"
             out += [str(p) for p in shipped_model(model).files(kind)]
         else:
             out.append(model)
@@ -333,10 +333,10 @@ def read_case(
         raise DataError(path, f"input is larger than {MAX_INPUT_BYTES} bytes")
     data = path.read_bytes()
     try:
-        cine, spacing, affine = decode_nifti(data, max_image_bytes=MAX_INPUT_BYTES * DECOMPRESSION_FACTOR)
+        array, spacing, affine = decode_nifti(data, max_image_bytes=MAX_INPUT_BYTES * DECOMPRESSION_FACTOR)
     except RequestError as exc:
         raise DataError(path, str(exc)) from None
-    return imageio.Image(cine, spacing, affine), data, subject_from_info_cfg(path), None
+    return imageio.Image(array, spacing, affine), data, subject_from_info_cfg(path), None
 
 
 # ---------------------------------------------------------------- outputs

@@ -80,7 +80,7 @@ def profile_training_step(model: SegmentationModel, size: int, batch: int, devic
     """
     cuda = device.type == "cuda"
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    model = model.to(device, memory_format=memory_format).train()
+    model = model.to(device).to(memory_format=memory_format).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, fused=cuda)
     loss_fn = DiceCELoss()
     gen = torch.Generator().manual_seed(0)

@@ -43,7 +43,7 @@ def stale_dependencies(status: Mapping[str, Any], outputs: Iterable[str]) -> lis
     """``stage: path`` (or ``stage: params.yaml: section``) for each code or params dependency that
     ``dvc status --json``'s ``status`` reports changed; dependencies inside ``outputs`` (data) are skipped."""
     outputs = list(outputs)
-    found = []
+    found: list[str] = []
     for stage, entries in status.items():
         for entry in entries if isinstance(entries, list) else []:
             if not isinstance(entry, dict):

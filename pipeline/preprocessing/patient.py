@@ -100,7 +100,7 @@ def preprocess_patient(folder: Path, cfg: PreprocessConfig) -> PreprocessedPatie
     )
     keys = np.array([(s, f) for s in range(z) for f in needed], dtype=np.int64)
     row_of = {(int(s), int(f)): i for i, (s, f) in enumerate(keys)}
-    geometry, spacing_yx = cfg.network_geometry(), tuple(record.spacing[1:])
+    geometry, spacing_yx = cfg.network_geometry(), (float(record.spacing[1]), float(record.spacing[2]))
     # The padding value is the cine's (clipped) minimum, as Segmenter pads at inference.
     frames = geometry.images_to_network(norm[keys[:, 1], keys[:, 0]], spacing_yx, fill=float(norm.min()))
     frames = frames.astype(np.float16)

@@ -12,6 +12,7 @@ The heads' weights live in the training checkpoint (``aux_heads``) so a killed t
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -39,11 +40,15 @@ class DeepSupervision(nn.Module):
             )
         self.levels = levels
         self.heads = nn.ModuleList(
-            [nn.Conv2d(core.ups[lv].out_channels, num_classes, 1) for lv in range(1, levels + 1)]
+            [
+                nn.Conv2d(cast(nn.ConvTranspose2d, core.ups[lv]).out_channels, num_classes, 1)
+                for lv in range(1, levels + 1)
+            ]
         )
         self._features: dict[int, Tensor] = {}
         for lv in range(1, levels + 1):
             core.decoders[lv].register_forward_hook(self._keep(lv))
+        self.weights: Tensor  # a buffer
         weights = torch.tensor([2.0**-lv for lv in range(levels + 1)])
         self.register_buffer("weights", weights / weights.sum(), persistent=False)
 
@@ -58,7 +63,7 @@ class DeepSupervision(nn.Module):
         total = self.weights[0] * loss_fn(logits.float(), labels)
         for lv, head in enumerate(self.heads, start=1):
             # the decoder ran under autocast (bf16 features); the heads and the loss run in fp32
-            aux = head(self._features.pop(lv).to(head.weight.dtype))
+            aux = head(self._features.pop(lv).to(cast(nn.Conv2d, head).weight.dtype))
             small = F.interpolate(labels[:, None].float(), size=aux.shape[-2:], mode="nearest")[:, 0].long()
             total = total + self.weights[lv] * loss_fn(aux.float(), small)
         return total
