@@ -34,9 +34,11 @@ def fold_dir(work: Path, fold: int) -> Path:
 
 def train_folds(store: ClipStore, split: dict[str, Any], cfg: TrainConfig, work: Path,
                 folds: Sequence[int] | None = None, *, on_epoch: Callable[[int, dict[str, float]], None] | None = None,
-                progress: bool = True) -> list[FoldResult]:  # fmt: skip
+                progress: bool = True, stop: Callable[[int, dict[str, float]], bool] | None = None,
+                ) -> list[FoldResult]:  # fmt: skip
     """Train (or resume) ``cfg``'s model on each of ``folds`` (default ``cfg.folds``) of ``split``, one after
-    the other, each in :func:`fold_dir` of ``work``; ``on_epoch(fold, row)`` after every epoch.
+    the other, each in :func:`fold_dir` of ``work``; ``on_epoch(fold, row)`` after every epoch;
+    ``stop(fold, row)`` True ends that fold's training at the epoch (see the trainer's ``train_fold``).
 
     The seed of a fold is the trainer's (``cfg.seed`` and the fold number; :data:`ALL` counts as the
     fold after the last), so a run is the same whichever loop trains it.
@@ -49,6 +51,10 @@ def train_folds(store: ClipStore, split: dict[str, Any], cfg: TrainConfig, work:
         def epoch_done(row: dict[str, float], fold: int = fold) -> None:
             on_epoch(fold, row)  # type: ignore[misc]  # only passed when on_epoch is set
 
+        def stop_here(row: dict[str, float], fold: int = fold) -> bool:
+            return stop(fold, row)  # type: ignore[misc]  # only passed when stop is set
+
         results.append(train_fold(store, spec["train"], spec["val"], cfg, fold_dir(work, fold), seed_fold,
-                                  epoch_done if on_epoch else None, progress=progress))  # fmt: skip
+                                  epoch_done if on_epoch else None, progress=progress,
+                                  stop=stop_here if stop else None))  # fmt: skip
     return results

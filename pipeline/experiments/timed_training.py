@@ -1,8 +1,8 @@
 """One fold trained against a wall-clock deadline, and its real training throughput.
 
-:func:`train_until` trains like :func:`~pipeline.experiments.folds.train_folds` and stops cleanly between
-epochs once the next epoch (as long as the last one) would end after ``deadline``; :class:`TimedFold`
-holds each epoch's wall time beside the trainer's own rows, so that a caller can set the real clips/s of
+:func:`train_until` trains like :func:`~pipeline.experiments.folds.train_folds` and ends cleanly after an
+epoch once the next (as long as the last one) would end after ``deadline``, publishing that epoch's
+weights; :class:`TimedFold` holds each epoch's wall time beside the trainer's own rows, so that a caller can set the real clips/s of
 an epoch against a model's raw step rate (``benchmarks.gpu_check`` plans Table 1 on a lent GPU this way).
 """
 
@@ -20,17 +20,15 @@ from pipeline.preprocessing.store import ClipStore
 from pipeline.training.config import TrainConfig
 
 
-class _OutOfTime(Exception):
-    """Raised between epochs when the next epoch would end after the deadline."""
-
-
 @dataclass
 class TimedFold:
     """A fold trained by :func:`train_until`."""
 
-    checkpoint: Path  # the published model file; when the clock stopped the training, ``last.pt`` (see below)
+    checkpoint: (
+        Path  # the published model file (the last epoch's weights, whether or not the clock stopped it)
+    )
     stopped_by_clock: bool
-    steps: str | None  # how the steps ran (FoldResult.steps); None when the clock stopped the training
+    steps: str | None  # how the steps ran (FoldResult.steps)
     history: list[dict[str, float]]  # the trainer's rows, each with ``wall_s``: from the previous epoch's end
     seconds: float  # the whole training, setup included
 
@@ -54,24 +52,21 @@ class TimedFold:
 def train_until(store: ClipStore, split: dict[str, Any], cfg: TrainConfig, work: Path, fold: int,
                 deadline: float | None = None) -> TimedFold:  # fmt: skip
     """Train ``fold`` of ``split`` afresh in :func:`~pipeline.experiments.folds.fold_dir` of ``work``;
-    ``deadline`` (``time.monotonic()`` seconds, None: none): stop after an epoch when another as long as it
-    would end later (the last planned epoch always ends the training). The trainer writes ``last.pt`` after
-    every epoch only with ``cfg.checkpoint_every_s`` 0; otherwise the one a stopped training leaves may be
-    older than its last epoch, or missing."""
+    ``deadline`` (``time.monotonic()`` seconds, None: none): end after an epoch when another as long as it
+    would end later (the last planned epoch always ends the training). A training the clock ended publishes
+    the weights of its last epoch, as one that ran its schedule does."""
     shutil.rmtree(fold_dir(work, fold), ignore_errors=True)
     history: list[dict[str, float]] = []
     start = time.monotonic()
+    clock = {"stopped": False}
 
-    def on_epoch(_: int, row: dict[str, float]) -> None:
+    def out_of_time(_: int, row: dict[str, float]) -> bool:
         now = time.monotonic()
         wall = now - (history[-1]["ended"] if history else start)
         history.append({**row, "ended": now, "wall_s": wall})
-        if deadline is not None and row["epoch"] < cfg.max_epochs and now + wall > deadline:
-            raise _OutOfTime
+        clock["stopped"] = deadline is not None and row["epoch"] < cfg.max_epochs and now + wall > deadline
+        return clock["stopped"]
 
-    try:
-        (trained,) = train_folds(store, split, cfg, work, [fold], on_epoch=on_epoch, progress=False)
-        ckpt, steps = fold_dir(work, fold) / trained.model_file, trained.steps
-    except _OutOfTime:
-        ckpt, steps = fold_dir(work, fold) / "last.pt", None
-    return TimedFold(ckpt, steps is None, steps, history, time.monotonic() - start)
+    (trained,) = train_folds(store, split, cfg, work, [fold], stop=out_of_time, progress=False)
+    ckpt = fold_dir(work, fold) / trained.model_file
+    return TimedFold(ckpt, clock["stopped"], trained.steps, history, time.monotonic() - start)

@@ -354,8 +354,19 @@ def train_fold(
     fold: int,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
     progress: bool = True,
+    stop: Callable[[dict[str, float]], bool] | None = None,
 ) -> FoldResult:
-    """Train (or resume) one fold; checkpoints go to ``work_dir`` (``last.pt`` every epoch, ``best.pt``)."""
+    """Train (or resume) one fold; checkpoints go to ``work_dir`` (``last.pt`` every epoch, ``best.pt``).
+
+    ``stop(row)``, asked after each epoch before its checkpoints are written, ends the training at that epoch
+    when it returns True: the epoch is saved as the end of the schedule (``final.pt`` and a ``last.pt`` that a
+    resume takes as finished), so what is published is the weights trained, never an older ``last.pt``.
+    One process only.
+    """
+    if stop is not None and dist.world_size() > 1:
+        raise ValueError(
+            "train_fold: stop is for a single process (the ranks would disagree on the last epoch)"
+        )
     device = resolve_device(cfg.device, index=dist.local_rank())
     prepare_device(device)
     if cfg.threads:
@@ -392,6 +403,8 @@ def train_fold(
                    **{f"val_dice_{k}": v for k, v in val.items() if k != "mean"},
                    "seconds": time.perf_counter() - start, "train_s": train_s, "clips": n_clips}  # fmt: skip
             improved = _record_epoch(state, row, cfg)
+            if stop is not None and stop(row):  # asked every epoch, the last one too
+                state["finished"] = True
             due = time.monotonic() - last_written >= cfg.checkpoint_every_s
             if main_process and (due or improved or state["finished"]):
                 writer.submit(_epoch_checkpoints(work_dir, fit, cfg, store, fold, state, improved, view, due))
