@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.experiments.folds import ALL
-from pipeline.experiments.scoring import headline
+from pipeline.experiments.scoring import fold_headlines, headline
 from pipeline.experiments.workspace import Workspace
 from pipeline.inference import pretrained
 
@@ -57,7 +57,7 @@ def cross_validation(cv_tag: str, model: str, tta: str, variant: str) -> dict[st
     if not got["folds"]:
         raise SystemExit(f"error: no evaluated folds under {WORKSPACE.root / cv_tag / model}")
     pooled = headline(got["cases"][(tta, variant)])
-    per_fold = {fold: headline(cases[(tta, variant)]) for fold, cases in sorted(got["by_fold"].items())}
+    per_fold = fold_headlines({fold: cases[(tta, variant)] for fold, cases in got["by_fold"].items()})
     others = {}  # the other TTA mode, for the card's "with TTA ... instead"
     for mode in ("flips", "dihedral"):
         if mode != tta and (mode, variant) in got["cases"]:

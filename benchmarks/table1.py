@@ -32,8 +32,8 @@ from pipeline.checkpoint.io import load_checkpoint, model_from_checkpoint
 from pipeline.config import load_params, section
 from pipeline.evaluation.config import EvaluateConfig
 from pipeline.evaluation.report import summarise
-from pipeline.experiments.folds import train_folds
-from pipeline.experiments.scoring import pooled_cases, score_fold
+from pipeline.experiments.folds import fold_dir, fold_patients, train_folds
+from pipeline.experiments.scoring import pooled_cases, score_fold, whole_cycle_means
 from pipeline.experiments.tables import run_metrics, runs_table
 from pipeline.models import available_models
 from pipeline.models.device import resolve_device
@@ -42,7 +42,6 @@ from pipeline.splitting.folds import read_split
 from pipeline.tracking import TrackingConfig, make_tracker, provenance_tags
 from pipeline.training.config import TrainConfig
 from pipeline.training.runkey import run_key
-from pipeline.vocabulary import STRUCTURE_ORDER
 
 log = logging.getLogger("benchmarks.table1")
 
@@ -54,18 +53,19 @@ def _one_run(model: str, seed: int, fold: int, base: TrainConfig, args: argparse
                   **({"patience": args.patience} if args.patience else {}))  # fmt: skip
     work = Path(args.out) / "checkpoints" / run_key(cfg, store, Path(args.split))
     (result,) = train_folds(store, split, cfg, work)
+    published = fold_dir(work, fold) / result.model_file
     train_seconds = sum(row["seconds"] for row in result.history)
     ev = EvaluateConfig(whole_cycle=args.whole_cycle, overlays=0, tta="none", postprocess="raw")
-    results = score_fold([work / f"fold{fold}" / result.model_file], Path(args.raw), split["folds"][fold]["val"], fold,
-                         ev, device=device)  # fmt: skip
+    results = score_fold(
+        [published], Path(args.raw), fold_patients(split, fold)["val"], fold, ev, device=device
+    )
     metrics = run_metrics(summarise(pooled_cases(results, "raw")))
-    cycle = [r.cycle_dice for r in results if r.cycle_dice is not None]
-    if cycle:
-        metrics.update({f"cycle_dice/{s}": float(np.mean([c[s] for c in cycle])) for s in STRUCTURE_ORDER})
-        metrics["cycle_dice/mean"] = float(np.mean([metrics[f"cycle_dice/{s}"] for s in STRUCTURE_ORDER]))
+    if (cycle := whole_cycle_means(results)) is not None:
+        metrics.update({f"cycle_dice/{s}": v for s, v in cycle.items()})
+        metrics["cycle_dice/mean"] = float(np.mean(list(cycle.values())))
     log.info("%s seed %d fold %d: Dice %.4f HD %.2f ASSD %.2f (%d epochs, %.0f s train)", model, seed, fold,
              metrics["dice/average"], metrics["hd/average"], metrics["assd/average"], result.epochs_run, train_seconds)  # fmt: skip
-    model_net = model_from_checkpoint(load_checkpoint(work / f"fold{fold}" / result.model_file))
+    model_net = model_from_checkpoint(load_checkpoint(published))
     return {"model": model, "seed": seed, "fold": fold, "epochs": result.epochs_run, "best_epoch": result.best_epoch,
             "val_dice": result.best_dice, "train_seconds": train_seconds, "params": asdict(cfg),
             "n_parameters": sum(p.numel() for p in model_net.parameters()), "metrics": metrics}  # fmt: skip

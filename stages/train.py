@@ -16,7 +16,7 @@ import yaml
 from pipeline.atomic import atomic_directory
 from pipeline.config import section
 from pipeline.errors import ConfigError, DataError
-from pipeline.experiments.folds import train_folds
+from pipeline.experiments.folds import fold_dir, train_folds
 from pipeline.preprocessing.store import ClipStore
 from pipeline.splitting.folds import read_split
 from pipeline.tracking import TrackingConfig, make_tracker, provenance_tags
@@ -45,7 +45,7 @@ def _publish(
         (tmp / "models").mkdir()
         (tmp / "curves").mkdir()
         for r in results:
-            shutil.copy2(work / f"fold{r.fold}" / r.model_file, tmp / "models" / f"fold{r.fold}.pt")
+            shutil.copy2(fold_dir(work, r.fold) / r.model_file, tmp / "models" / f"fold{r.fold}.pt")
             _write_curves(tmp / "curves" / f"fold{r.fold}.tsv", r.history)
         metrics = {
             "model": cfg.model,

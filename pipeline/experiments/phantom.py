@@ -13,7 +13,7 @@ import numpy as np
 from pipeline.checkpoint.io import load_checkpoint
 from pipeline.data.phantom import PhantomConfig, generate_dataset, iter_records
 from pipeline.evaluation.metrics import dice
-from pipeline.experiments.folds import train_folds
+from pipeline.experiments.folds import fold_dir, train_folds
 from pipeline.inference.predict import Segmenter
 from pipeline.preprocessing.config import PreprocessConfig
 from pipeline.preprocessing.run import preprocess_dataset
@@ -43,7 +43,7 @@ def train_on_crops(
     split = {"folds": [{"train": ids[:-2], "val": ids[-2:]}]}
     (result,) = train_folds(store, split, cfg, folder / "work", [0], progress=False)
     trained = set(ids[:-2])
-    ckpt = load_checkpoint(folder / "work" / "fold0" / result.model_file)
+    ckpt = load_checkpoint(fold_dir(folder / "work", 0) / result.model_file)
     return ckpt, [p for p in store.patients if p["patient"] in trained]
 
 

@@ -77,6 +77,12 @@ def spread_over_folds(headlines: Mapping[int, Mapping[str, float]]) -> dict[str,
             for k in keys}  # fmt: skip
 
 
+def whole_cycle_means(results: Sequence[PatientResult]) -> dict[str, float] | None:
+    """Mean whole-cycle Dice per structure over the patients whose every frame is labelled (None: none is)."""
+    cycle = [r.cycle_dice for r in results if r.cycle_dice is not None]
+    return {s: float(np.mean([c[s] for c in cycle])) for s in STRUCTURE_ORDER} if cycle else None
+
+
 @dataclass
 class CVScore:
     """Scored folds: the patients' results, the clinical table (a row a patient), a summary per
@@ -103,9 +109,8 @@ def cv_metrics(results: list[PatientResult], cfg: EvaluateConfig) -> CVScore:
     )
     metrics["folds"] = {str(k): by_fold[k] | {"n_patients": sum(r.fold == k for r in results)} for k in folds}
     metrics["tta"] = cfg.tta
-    cycle = [r.cycle_dice for r in results if r.cycle_dice is not None]
-    if cycle:
-        metrics["whole_cycle_dice"] = {s: float(np.mean([c[s] for c in cycle])) for s in STRUCTURE_ORDER}
+    if (cycle := whole_cycle_means(results)) is not None:
+        metrics["whole_cycle_dice"] = cycle
     table = pd.DataFrame(rows)
     metrics["clinical"] = {key: agreement(table[f"{key}_pred"], table[f"{key}_ref"]) for key, _ in AGREEMENT}
     if "ED_from_curve" in table:
